@@ -1,0 +1,3 @@
+from simpang.cli import app
+
+app()

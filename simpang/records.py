@@ -1,0 +1,205 @@
+"""Records that travel on Simpang's topics. Versioned (``v``) and validated with pydantic.
+
+Wire format is JSON. ``SensorReading`` is what field devices, emulators and the simulator
+send; everything else is produced by Simpang's own agents.
+
+>>> r = SensorReading.model_validate_json(
+...     '{"device_id": "loop-1", "kind": "loop", "ts": "2026-11-24T07:01:00+08:00",'
+...     ' "interval_s": 60, "counts": {"motorcycle": 12, "car": 5}, "occupancy_pct": 14.5}')
+>>> r.total_count()
+17
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from simpang.vehicles import VehicleClass
+
+RAW_PAYLOAD_CAP_BYTES = 16 * 1024
+"""Dead letters keep at most this much of the rejected payload."""
+
+DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+
+
+class SensorReading(BaseModel):
+    """One measurement interval of a field device, labelled by the interval's end.
+
+    ``counts`` (by class) and/or ``count`` (total) may be given; when both are, they must
+    agree. ``intersection``/``approach``/``lane`` are optional: the site file knows where a
+    device is, and a reading that names a different place is rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = 1
+    device_id: DeviceId
+    kind: Literal["loop", "radar", "counter"]
+    ts: AwareDatetime
+    interval_s: float = Field(gt=0, le=3600)
+    count: int | None = Field(None, ge=0, le=100_000)
+    counts: dict[VehicleClass, Annotated[int, Field(ge=0, le=100_000)]] | None = None
+    occupancy_pct: float | None = Field(None, ge=0, le=100)
+    speed_kmh: float | None = Field(None, ge=0, le=250)
+    intersection: str | None = None
+    approach: str | None = None
+    lane: str | None = None
+    seq: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SensorReading:
+        if self.count is None and self.counts is None and self.occupancy_pct is None and (
+            self.speed_kmh is None
+        ):
+            raise ValueError(
+                "a reading needs at least one of count, counts, occupancy_pct, speed_kmh"
+            )
+        if self.count is not None and self.counts is not None and self.count != sum(
+            self.counts.values()
+        ):
+            raise ValueError(
+                f"count {self.count} differs from the sum of counts {sum(self.counts.values())}"
+            )
+        return self
+
+    def total_count(self) -> int | None:
+        if self.counts is not None:
+            return sum(self.counts.values())
+        return self.count
+
+    def class_counts(self) -> dict[VehicleClass, int]:
+        """Counts by class; a total without classes is ``unclassified``."""
+        if self.counts is not None:
+            return {cls: n for cls, n in self.counts.items() if n}
+        if self.count:
+            return {VehicleClass.UNCLASSIFIED: self.count}
+        return {}
+
+
+class NormalisedReading(BaseModel):
+    """A validated reading resolved to its lane, as the metrics agent consumes it."""
+
+    intersection: str
+    approach: str
+    lane: str
+    device_id: str
+    ts_ms: int
+    interval_s: float
+    counts: dict[VehicleClass, int]
+    occupancy_pct: float | None = None
+    speed_kmh: float | None = None
+
+
+class ReadingsBatch(BaseModel):
+    """Normalised readings of one intersection from one source message.
+
+    ``source_partition``/``source_offset`` identify the raw message, so a message replayed
+    after a crash is recognised and applied only once.
+    """
+
+    type: Literal["readings"] = "readings"
+    source_partition: int
+    source_offset: int
+    readings: list[NormalisedReading]
+
+
+class WatermarkTick(BaseModel):
+    """Sent by a worker into each partition it owns so that event time keeps moving while
+    devices are quiet (see :mod:`simpang.windows`)."""
+
+    type: Literal["tick"] = "tick"
+
+
+MetricsInput: TypeAdapter[ReadingsBatch | WatermarkTick] = TypeAdapter(
+    Annotated[ReadingsBatch | WatermarkTick, Field(discriminator="type")]
+)
+
+
+class ApproachMetrics(BaseModel):
+    """Aggregates of one window for one lane, or for a whole approach when ``lane`` is None."""
+
+    v: Literal[1] = 1
+    site: str
+    intersection: str
+    approach: str
+    lane: str | None
+    window: str
+    window_start: datetime
+    window_end: datetime
+    counts: dict[VehicleClass, int]
+    flow_veh_per_hour: float
+    flow_pcu_per_hour: float
+    occupancy_pct: float | None
+    mean_speed_kmh: float | None
+    readings: int
+
+
+class RejectReason(StrEnum):
+    MALFORMED = "malformed"
+    INVALID = "invalid"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_DEVICE = "unknown_device"
+    LOCATION_MISMATCH = "location_mismatch"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    LATE = "late"
+    TOO_LARGE = "too_large"
+    SINK_REJECTED = "sink_rejected"
+
+
+class DeadLetter(BaseModel):
+    """A rejected message: where it came from, why, and the raw payload (capped)."""
+
+    v: Literal[1] = 1
+    id: str = Field(description="Deterministic id, e.g. topic:partition:offset:index.")
+    source: str
+    reason_code: RejectReason
+    reason: str
+    raw: str
+    raw_truncated: bool = False
+    device_id: str | None = None
+    ts: datetime
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        id: str,
+        source: str,
+        reason_code: RejectReason,
+        reason: str,
+        raw: bytes | str,
+        device_id: str | None = None,
+        ts: datetime | None = None,
+    ) -> DeadLetter:
+        raw_bytes = raw.encode() if isinstance(raw, str) else raw
+        kept = raw_bytes[:RAW_PAYLOAD_CAP_BYTES]
+        return cls(
+            id=id,
+            source=source,
+            reason_code=reason_code,
+            reason=reason,
+            raw=kept.decode("utf-8", errors="backslashreplace"),
+            raw_truncated=len(raw_bytes) > RAW_PAYLOAD_CAP_BYTES,
+            device_id=device_id,
+            ts=ts or datetime.now(UTC),
+        )
+
+
+class HealthSample(BaseModel):
+    """One worker's pipeline health at one moment; counters are totals since it started."""
+
+    v: Literal[1] = 1
+    worker: str
+    ts: datetime
+    started_at: datetime
+    readings_in: int
+    readings_accepted: int
+    dead_letters: int
+    metrics_emitted: int
+    points_written: int
+    sink_write_errors: int
+    consumer_lag: dict[str, int] = Field(description='"topic:partition" → messages behind.')

@@ -1,0 +1,100 @@
+"""The InfluxDB measurement schema, defined once: the sink writes it, the dashboards query it,
+and the README's schema table is printed from it (``simpang schema``).
+
+Tags are low-cardinality identifiers only (no track ids, no device ids on high-rate series).
+
+>>> APPROACH_METRICS.field("flow_pcu_per_hour").unit
+'pcu/h'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from simpang.vehicles import VehicleClass
+
+FieldType = Literal["float", "int", "string"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    type: FieldType
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    tags: tuple[str, ...]
+    fields: tuple[FieldSpec, ...]
+    description: str
+
+    def field(self, name: str) -> FieldSpec:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def count_field(vehicle_class: VehicleClass) -> str:
+    return f"count_{vehicle_class.value}"
+
+
+APPROACH_METRICS = Measurement(
+    name="approach_metrics",
+    tags=("site", "intersection", "approach", "level", "lane", "window"),
+    fields=(
+        FieldSpec("flow_veh_per_hour", "float", "veh/h", "Vehicles in the window, per hour."),
+        FieldSpec("flow_pcu_per_hour", "float", "pcu/h", "Passenger-car units per hour (PKJI)."),
+        FieldSpec("occupancy_pct", "float", "%", "Time-weighted detector occupancy."),
+        FieldSpec("mean_speed_kmh", "float", "km/h", "Count-weighted mean speed."),
+        FieldSpec("readings", "int", "readings", "Device readings aggregated."),
+        *(
+            FieldSpec(count_field(c), "int", "veh", f"Vehicles of class {c.value}.")
+            for c in VehicleClass
+        ),
+    ),
+    description=(
+        "One point per closed window, per lane (level=lane) and per approach (level=approach, "
+        "no lane tag); time = window end. Re-emitting a window overwrites the same point."
+    ),
+)
+
+DEAD_LETTERS = Measurement(
+    name="dead_letters",
+    tags=("source", "reason_code"),
+    fields=(
+        FieldSpec("count", "int", "messages", "Always 1: sum it per interval."),
+        FieldSpec("reason", "string", "", "What was wrong, with JSON paths."),
+        FieldSpec("device_id", "string", "", "Sender, when known."),
+    ),
+    description="One point per rejected message; time = rejection time.",
+)
+
+PIPELINE_HEALTH = Measurement(
+    name="pipeline_health",
+    tags=("worker",),
+    fields=(
+        FieldSpec("readings_in", "int", "readings", "Readings received since start."),
+        FieldSpec("readings_accepted", "int", "readings", "Readings accepted since start."),
+        FieldSpec("dead_letters", "int", "messages", "Rejections since start."),
+        FieldSpec("metrics_emitted", "int", "points", "Window metrics emitted since start."),
+        FieldSpec("points_written", "int", "points", "Points written to InfluxDB since start."),
+        FieldSpec("sink_write_errors", "int", "errors", "Failed InfluxDB writes since start."),
+        FieldSpec("consumer_lag", "int", "messages", "Messages behind, all partitions."),
+        FieldSpec("uptime_s", "float", "s", "Seconds since the worker started."),
+    ),
+    description="Each worker's counters, sampled every health interval.",
+)
+
+CONSUMER_LAG = Measurement(
+    name="consumer_lag",
+    tags=("worker", "topic", "partition"),
+    fields=(FieldSpec("lag_messages", "int", "messages", "Messages not yet committed."),),
+    description="Per topic-partition lag of each worker, sampled every health interval.",
+)
+
+ALL_MEASUREMENTS = (APPROACH_METRICS, DEAD_LETTERS, PIPELINE_HEALTH, CONSUMER_LAG)

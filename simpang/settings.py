@@ -1,0 +1,136 @@
+"""One settings object for the whole application.
+
+Sources, highest priority first: keyword arguments, environment variables ``SIMPANG_*``
+(nested with ``__``, e.g. ``SIMPANG_KAFKA__BROKERS``), the YAML file named by
+``SIMPANG_SETTINGS_FILE``, then the defaults here. Secrets are ``SecretStr`` and never
+appear in logs or in :meth:`Settings.redacted`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from simpang.windows import WindowSpec
+
+DEMO_SITE_FILE = Path(__file__).resolve().parent.parent / "simulator" / "scenarios" / (
+    "kaltim_demo_site.yaml"
+)
+
+
+class KafkaSettings(BaseModel):
+    brokers: str = Field("127.0.0.1:9092", description="Bootstrap brokers, host:port,host:port.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    rebalance_timeout_s: float = Field(
+        6.0, gt=0, description="Short, so a group join does not wait Faust's default 60 s."
+    )
+    session_timeout_s: float = Field(6.0, gt=0)
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+
+    def broker_list(self) -> list[str]:
+        return [b.strip() for b in self.brokers.split(",") if b.strip()]
+
+
+class InfluxSettings(BaseModel):
+    url: str | None = Field(None, description="InfluxDB base URL; unset → line-protocol file.")
+    token: SecretStr | None = None
+    org: str = "simpang"
+    bucket: str = "simpang"
+    batch_max_points: int = Field(5000, gt=0)
+    batch_max_wait_s: float = Field(0.2, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+    line_protocol_file: Path | None = Field(
+        None, description="Where points go when no url is set (load later with `influx write`)."
+    )
+
+
+class TopicSettings(BaseModel):
+    prefix: str = Field("", description="Prepended to every topic, to share one cluster.")
+    sensor_readings: str = "sensor-readings"
+    normalised_readings: str = "normalised-readings"
+    approach_metrics: str = "approach-metrics"
+    dead_letters: str = "dead-letters"
+    pipeline_health: str = "pipeline-health"
+    partitions: int = Field(4, gt=0)
+    replication_factor: int = Field(1, gt=0)
+
+    def name(self, topic: str) -> str:
+        return f"{self.prefix}{getattr(self, topic)}"
+
+
+class WindowSettings(BaseModel):
+    windows: str = Field(
+        "60,300/60",
+        description='Comma-separated window specs: "SIZE" tumbling, "SIZE/STEP" hopping, seconds.',
+    )
+    grace_s: float = Field(5.0, ge=0, description="How long a window waits for late readings.")
+    tick_interval_s: float = Field(0.5, gt=0, description="Watermark tick period per partition.")
+    max_future_skew_s: float = Field(
+        120.0, ge=0, description="Readings stamped further in the future are rejected."
+    )
+
+    def specs(self) -> list[WindowSpec]:
+        return [WindowSpec.parse(text) for text in self.windows.split(",") if text.strip()]
+
+    @field_validator("windows")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        specs = [WindowSpec.parse(text) for text in value.split(",") if text.strip()]
+        if not specs:
+            raise ValueError("at least one window is needed")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIMPANG_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    app_id: str = "simpang"
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    site_file: Path = DEMO_SITE_FILE
+    data_dir: Path = Path("/tmp/simpang")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web_port: int | None = Field(None, description="Worker web server port; unset → disabled.")
+    health_interval_s: float = Field(10.0, gt=0)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    windows: WindowSettings = Field(default_factory=WindowSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get("SIMPANG_SETTINGS_FILE")
+        if settings_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=settings_file))
+        return tuple(sources)
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as plain data with every secret replaced by ``**********``."""
+        return self.model_dump(mode="json")

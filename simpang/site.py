@@ -1,0 +1,220 @@
+"""The site model: site → intersections → approaches → lanes, phases, the running plan,
+sensors and cameras. Pure: parsing a file lives in :mod:`simpang.site_file`.
+
+Identifiers are short slugs (``smd-lembuswana``, ``north``, ``n1``) because they become
+Kafka keys and InfluxDB tag values.
+
+>>> site = Site.model_validate({
+...     "id": "demo", "name": "Demo",
+...     "intersections": [{
+...         "id": "x1", "name": "Example", "lat": -0.5, "lon": 117.1,
+...         "approaches": [{"id": "north", "lanes": [{"id": "n1", "movements": ["through"]}]}],
+...         "phases": [{"id": "p1", "movements": ["north:through"], "min_green_s": 10,
+...                     "max_green_s": 60, "yellow_s": 3, "all_red_s": 2}],
+...         "plan": {"cycle_s": 40, "greens_s": {"p1": 35}, "offset_s": 0},
+...         "sensors": [{"device_id": "loop-1", "kind": "loop", "approach": "north",
+...                      "lane": "n1"}]}]})
+>>> site.sensor_locations()["loop-1"].lane
+'n1'
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simpang.vehicles import PcuFactors
+
+Slug = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class Movement(StrEnum):
+    THROUGH = "through"
+    LEFT = "left"
+    RIGHT = "right"
+    UTURN = "uturn"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Lane(_Model):
+    id: Slug
+    movements: list[Movement] = Field(min_length=1)
+    width_m: float = Field(3.0, gt=1.5, le=6.0)
+    saturation_flow_pcu_per_hour: float | None = Field(
+        None, gt=0, le=3000, description="Measured saturation flow; overrides the PKJI estimate."
+    )
+
+
+class Approach(_Model):
+    id: Slug
+    name: str = ""
+    lanes: list[Lane] = Field(min_length=1)
+    protected: bool = Field(True, description="Protected (no opposing flow) in its phase.")
+    speed_limit_kmh: float = Field(40.0, gt=0, le=130)
+
+    @model_validator(mode="after")
+    def _unique_lanes(self) -> Approach:
+        _require_unique([lane.id for lane in self.lanes], "lane id")
+        return self
+
+
+class Phase(_Model):
+    id: Slug
+    movements: list[str] = Field(min_length=1, description='Movements served, "approach:movement".')
+    min_green_s: float = Field(gt=0)
+    max_green_s: float = Field(gt=0)
+    yellow_s: float = Field(3.0, ge=3.0, le=6.0)
+    all_red_s: float = Field(2.0, ge=0.0, le=10.0)
+    pedestrian_walk_s: float = Field(0.0, ge=0)
+    pedestrian_clearance_s: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _green_bounds(self) -> Phase:
+        if self.max_green_s < self.min_green_s:
+            raise ValueError("max_green_s is below min_green_s")
+        return self
+
+
+class Plan(_Model):
+    """A fixed-time plan: green per phase; the cycle is greens plus each phase's intergreen."""
+
+    cycle_s: float = Field(gt=0, le=300)
+    greens_s: dict[str, float]
+    offset_s: float = Field(0.0, ge=0)
+
+
+class Sensor(_Model):
+    device_id: Slug
+    kind: Literal["loop", "radar", "counter"]
+    approach: Slug
+    lane: Slug
+
+
+class CountingLine(_Model):
+    id: Slug
+    start_xy: tuple[float, float]
+    end_xy: tuple[float, float]
+    approach: Slug
+    lane: Slug | None = None
+
+
+class Camera(_Model):
+    id: Slug
+    source_url: str
+    approach: Slug
+    counting_lines: list[CountingLine] = Field(default_factory=list)
+
+
+class Intersection(_Model):
+    id: Slug
+    name: str
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    approaches: list[Approach] = Field(min_length=1)
+    phases: list[Phase] = Field(min_length=1)
+    plan: Plan
+    sensors: list[Sensor] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Intersection:
+        _require_unique([a.id for a in self.approaches], "approach id")
+        _require_unique([p.id for p in self.phases], "phase id")
+        lanes = {a.id: {lane.id: lane for lane in a.lanes} for a in self.approaches}
+        for phase in self.phases:
+            for ref in phase.movements:
+                approach, _, movement = ref.partition(":")
+                if approach not in lanes:
+                    raise ValueError(f"phase {phase.id!r} serves unknown approach {approach!r}")
+                served = {m for lane in lanes[approach].values() for m in lane.movements}
+                if movement not in served:
+                    raise ValueError(
+                        f"phase {phase.id!r}: approach {approach!r} has no {movement!r} lane"
+                    )
+        phase_ids = {p.id for p in self.phases}
+        if set(self.plan.greens_s) != phase_ids:
+            raise ValueError(
+                f"plan greens_s must name every phase exactly: got {sorted(self.plan.greens_s)}, "
+                f"phases are {sorted(phase_ids)}"
+            )
+        for phase in self.phases:
+            green = self.plan.greens_s[phase.id]
+            if not phase.min_green_s <= green <= phase.max_green_s:
+                raise ValueError(
+                    f"plan green {green} s for phase {phase.id!r} is outside "
+                    f"[{phase.min_green_s}, {phase.max_green_s}]"
+                )
+        lost_s = sum(p.yellow_s + p.all_red_s for p in self.phases)
+        expected_cycle = sum(self.plan.greens_s.values()) + lost_s
+        if abs(expected_cycle - self.plan.cycle_s) > 0.5:
+            raise ValueError(
+                f"plan cycle_s {self.plan.cycle_s} differs from greens + yellow + all-red "
+                f"= {expected_cycle}"
+            )
+        for sensor in self.sensors:
+            if sensor.lane not in lanes.get(sensor.approach, {}):
+                raise ValueError(
+                    f"sensor {sensor.device_id!r} names unknown lane "
+                    f"{sensor.approach!r}/{sensor.lane!r}"
+                )
+        for camera in self.cameras:
+            if camera.approach not in lanes:
+                raise ValueError(f"camera {camera.id!r} names unknown approach {camera.approach!r}")
+        return self
+
+
+class SensorLocation(_Model):
+    intersection: str
+    approach: str
+    lane: str
+    kind: Literal["loop", "radar", "counter"]
+
+
+class Site(_Model):
+    id: Slug
+    name: str
+    timezone: str = "Asia/Makassar"
+    pcu_factors: PcuFactors = Field(default_factory=PcuFactors)
+    intersections: list[Intersection] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Site:
+        _require_unique([i.id for i in self.intersections], "intersection id")
+        _require_unique(
+            [s.device_id for i in self.intersections for s in i.sensors], "sensor device_id"
+        )
+        _require_unique([c.id for i in self.intersections for c in i.cameras], "camera id")
+        return self
+
+    def intersection(self, intersection_id: str) -> Intersection:
+        for intersection in self.intersections:
+            if intersection.id == intersection_id:
+                return intersection
+        raise KeyError(intersection_id)
+
+    def sensor_locations(self) -> dict[str, SensorLocation]:
+        """Device id → where it measures."""
+        return {
+            sensor.device_id: SensorLocation(
+                intersection=i.id, approach=sensor.approach, lane=sensor.lane, kind=sensor.kind
+            )
+            for i in self.intersections
+            for sensor in i.sensors
+        }
+
+    def approach_protection(self) -> dict[tuple[str, str], bool]:
+        """(intersection, approach) → protected, for the motorcycle PCU factor."""
+        return {(i.id, a.id): a.protected for i in self.intersections for a in i.approaches}
+
+
+def _require_unique(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for item in ids:
+        if item in seen:
+            raise ValueError(f"duplicate {what} {item!r}")
+        seen.add(item)

@@ -1,0 +1,331 @@
+"""Event-time tumbling and hopping windows over lane readings, built from additive panes.
+
+Every window size and step is a multiple of one *pane* (their greatest common divisor), so
+each reading updates exactly one pane per lane, and a window's aggregate is the sum of its
+panes when it closes. State lives in any ``MutableMapping`` (a Faust table with a changelog in
+the worker, a dict in tests), one key per (partition, lane, pane) plus one per partition.
+
+Readings are labelled by the *end* of their measurement interval, so a reading stamped
+07:01:00 belongs to the window [07:00, 07:01).
+
+Watermark: per partition, the largest reading timestamp seen, advanced by the wall-clock time
+that has passed (Kafka message timestamps, so a replay gives the same result) since it last
+moved. A window [start, end) fires once the watermark reaches ``end + grace``; a reading for
+a window that has fired is *late* and is returned to the caller, never dropped silently.
+
+Replays after a crash are applied once: every pane remembers the highest source offset it
+has absorbed per source partition, and each partition remembers the last source message it
+completed.
+
+>>> agg = WindowedAggregator("demo", [WindowSpec(60, 60)], grace_s=5, pcu=PcuFactors())
+>>> store: dict[str, Any] = {}
+>>> r = NormalisedReading(intersection="x", approach="n", lane="n1", device_id="d",
+...                       ts_ms=60_000, interval_s=60, counts={"car": 10})
+>>> agg.on_batch(store, 0, ReadingsBatch(source_partition=0, source_offset=0,
+...              readings=[r]), arrival_ms=60_000).metrics
+[]
+>>> out = agg.on_tick(store, 0, arrival_ms=65_000)
+>>> [(m.lane, m.flow_veh_per_hour) for m in out.metrics]
+[('n1', 600.0), (None, 600.0)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from simpang.records import ApproachMetrics, NormalisedReading, ReadingsBatch
+from simpang.vehicles import PcuFactors, VehicleClass
+
+Store = MutableMapping[str, Any]
+LaneKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A tumbling (``step_s == size_s``) or hopping (``step_s < size_s``) window."""
+
+    size_s: int
+    step_s: int
+
+    def __post_init__(self) -> None:
+        if self.size_s <= 0 or self.step_s <= 0 or self.step_s > self.size_s:
+            raise ValueError(f"window needs 0 < step_s <= size_s, got {self}")
+        if self.size_s % self.step_s:
+            raise ValueError(f"window size_s must be a multiple of step_s, got {self}")
+
+    @property
+    def label(self) -> str:
+        """Tag value: ``60s`` for tumbling, ``300s-every-60s`` for hopping."""
+        if self.step_s == self.size_s:
+            return f"{self.size_s}s"
+        return f"{self.size_s}s-every-{self.step_s}s"
+
+    @classmethod
+    def parse(cls, text: str) -> WindowSpec:
+        """``"60"`` → tumbling 60 s; ``"300/60"`` → hopping 300 s every 60 s."""
+        size, _, step = text.partition("/")
+        return cls(int(size), int(step or size))
+
+
+@dataclass
+class LaneAccumulator:
+    """Additive aggregate of readings: merge two and you get the aggregate of both."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    readings: int = 0
+    occupancy_pct_s: float = 0.0
+    occupancy_s: float = 0.0
+    speed_kmh_weighted: float = 0.0
+    speed_weight: float = 0.0
+
+    def add(self, reading: NormalisedReading) -> None:
+        for cls, n in reading.counts.items():
+            self.counts[cls] = self.counts.get(cls, 0) + n
+        self.readings += 1
+        if reading.occupancy_pct is not None:
+            self.occupancy_pct_s += reading.occupancy_pct * reading.interval_s
+            self.occupancy_s += reading.interval_s
+        if reading.speed_kmh is not None:
+            vehicles = sum(reading.counts.values())
+            weight = float(vehicles) if reading.counts else 1.0
+            self.speed_kmh_weighted += reading.speed_kmh * weight
+            self.speed_weight += weight
+
+    def merge(self, other: LaneAccumulator) -> None:
+        for cls, n in other.counts.items():
+            self.counts[cls] = self.counts.get(cls, 0) + n
+        self.readings += other.readings
+        self.occupancy_pct_s += other.occupancy_pct_s
+        self.occupancy_s += other.occupancy_s
+        self.speed_kmh_weighted += other.speed_kmh_weighted
+        self.speed_weight += other.speed_weight
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "c": self.counts,
+            "r": self.readings,
+            "ops": self.occupancy_pct_s,
+            "os": self.occupancy_s,
+            "sw": self.speed_kmh_weighted,
+            "sn": self.speed_weight,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LaneAccumulator:
+        return cls(
+            counts=dict(data["c"]),
+            readings=data["r"],
+            occupancy_pct_s=data["ops"],
+            occupancy_s=data["os"],
+            speed_kmh_weighted=data["sw"],
+            speed_weight=data["sn"],
+        )
+
+
+@dataclass
+class WindowOutput:
+    metrics: list[ApproachMetrics] = field(default_factory=list)
+    late: list[tuple[NormalisedReading, str]] = field(default_factory=list)
+    replayed: bool = False
+
+
+class WindowedAggregator:
+    """Per-partition window state machine; see the module docstring."""
+
+    def __init__(
+        self,
+        site_id: str,
+        specs: list[WindowSpec],
+        *,
+        grace_s: float,
+        pcu: PcuFactors,
+        protection: Mapping[tuple[str, str], bool] | None = None,
+        idle_advance: bool = True,
+    ) -> None:
+        if not specs:
+            raise ValueError("at least one window is needed")
+        self.site_id = site_id
+        self.specs = list(specs)
+        self.grace_ms = round(grace_s * 1000)
+        self.pcu = pcu
+        self.protection = dict(protection or {})
+        self.idle_advance = idle_advance
+        self.pane_ms = math.gcd(*(n for s in specs for n in (s.size_s, s.step_s))) * 1000
+        self.max_size_ms = max(s.size_s for s in specs) * 1000
+
+    def on_batch(
+        self, store: Store, partition: int, batch: ReadingsBatch, *, arrival_ms: float
+    ) -> WindowOutput:
+        state = self._state(store, partition)
+        source = str(batch.source_partition)
+        if batch.source_offset <= state["sources_done"].get(source, -1):
+            return WindowOutput(replayed=True)
+        out = WindowOutput()
+        if state["closed_upto_ms"] is None and batch.readings:
+            first_ms = min(r.ts_ms for r in batch.readings)
+            state["closed_upto_ms"] = self._pane_start(first_ms)
+        touched: dict[str, LaneAccumulator] = {}
+        for reading in batch.readings:
+            pane_start = self._pane_start(reading.ts_ms)
+            if pane_start + self.pane_ms <= state["closed_upto_ms"]:
+                out.late.append((reading, self._late_reason(reading, state)))
+                continue
+            key = self._pane_key(partition, reading, pane_start)
+            acc = touched.get(key)
+            if acc is None:
+                stored = store.get(key)
+                if stored is not None and stored["src"].get(source, -1) >= batch.source_offset:
+                    continue
+                acc = LaneAccumulator.from_json(stored) if stored else LaneAccumulator()
+                touched[key] = acc
+            acc.add(reading)
+            if state["event_wm_ms"] is None or reading.ts_ms > state["event_wm_ms"]:
+                state["event_wm_ms"] = reading.ts_ms
+                state["wm_arrival_ms"] = arrival_ms
+        for key, acc in touched.items():
+            previous = store.get(key)
+            sources = dict(previous["src"]) if previous else {}
+            sources[source] = batch.source_offset
+            store[key] = {**acc.to_json(), "src": sources}
+        state["sources_done"][source] = batch.source_offset
+        out.metrics = self._close(store, partition, state, arrival_ms)
+        store[self._state_key(partition)] = state
+        return out
+
+    def on_tick(self, store: Store, partition: int, *, arrival_ms: float) -> WindowOutput:
+        state = self._state(store, partition)
+        metrics = self._close(store, partition, state, arrival_ms)
+        if metrics:
+            store[self._state_key(partition)] = state
+        return WindowOutput(metrics=metrics)
+
+    def watermark_ms(self, state: Mapping[str, Any], arrival_ms: float) -> float | None:
+        if state["event_wm_ms"] is None:
+            return None
+        idle_ms = max(0.0, arrival_ms - state["wm_arrival_ms"]) if self.idle_advance else 0.0
+        return float(state["event_wm_ms"] + idle_ms)
+
+    def _close(
+        self, store: Store, partition: int, state: dict[str, Any], arrival_ms: float
+    ) -> list[ApproachMetrics]:
+        watermark = self.watermark_ms(state, arrival_ms)
+        if watermark is None or state["closed_upto_ms"] is None:
+            return []
+        boundary = int(math.floor(watermark - self.grace_ms) // self.pane_ms * self.pane_ms)
+        previous = state["closed_upto_ms"]
+        if boundary <= previous:
+            return []
+        prefix = f"pane|{partition}|"
+        panes: dict[LaneKey, dict[int, LaneAccumulator]] = defaultdict(dict)
+        for key in [k for k in store if isinstance(k, str) and k.startswith(prefix)]:
+            _, _, intersection, approach, lane, pane_start = key.split("|")
+            panes[(intersection, approach, lane)][int(pane_start)] = LaneAccumulator.from_json(
+                store[key]
+            )
+        metrics: list[ApproachMetrics] = []
+        for spec in self.specs:
+            step_ms, size_ms = spec.step_s * 1000, spec.size_s * 1000
+            end = (previous // step_ms + 1) * step_ms
+            while end <= boundary:
+                metrics.extend(self._window_metrics(spec, panes, end - size_ms, end))
+                end += step_ms
+        keep_from = min(
+            (boundary // (s.step_s * 1000) + 1) * s.step_s * 1000 - s.size_s * 1000
+            for s in self.specs
+        )
+        for (intersection, approach, lane), lane_panes in panes.items():
+            for start in lane_panes:
+                if start < keep_from and start < boundary:
+                    del store[f"pane|{partition}|{intersection}|{approach}|{lane}|{start}"]
+        state["closed_upto_ms"] = boundary
+        return metrics
+
+    def _window_metrics(
+        self,
+        spec: WindowSpec,
+        panes: Mapping[LaneKey, Mapping[int, LaneAccumulator]],
+        start_ms: int,
+        end_ms: int,
+    ) -> list[ApproachMetrics]:
+        lanes: dict[LaneKey, LaneAccumulator] = {}
+        for lane_key, lane_panes in panes.items():
+            acc = LaneAccumulator()
+            for pane_start, pane in lane_panes.items():
+                if start_ms <= pane_start < end_ms:
+                    acc.merge(pane)
+            if acc.readings:
+                lanes[lane_key] = acc
+        approaches: dict[tuple[str, str], LaneAccumulator] = defaultdict(LaneAccumulator)
+        out = []
+        for (intersection, approach, lane), acc in sorted(lanes.items()):
+            approaches[(intersection, approach)].merge(acc)
+            out.append(self._metric(spec, intersection, approach, lane, acc, start_ms, end_ms))
+        for (intersection, approach), acc in sorted(approaches.items()):
+            out.append(self._metric(spec, intersection, approach, None, acc, start_ms, end_ms))
+        return out
+
+    def _metric(
+        self,
+        spec: WindowSpec,
+        intersection: str,
+        approach: str,
+        lane: str | None,
+        acc: LaneAccumulator,
+        start_ms: int,
+        end_ms: int,
+    ) -> ApproachMetrics:
+        counts = {VehicleClass(cls): n for cls, n in acc.counts.items()}
+        per_hour = 3600.0 / spec.size_s
+        protected = self.protection.get((intersection, approach), True)
+        return ApproachMetrics(
+            site=self.site_id,
+            intersection=intersection,
+            approach=approach,
+            lane=lane,
+            window=spec.label,
+            window_start=datetime.fromtimestamp(start_ms / 1000, UTC),
+            window_end=datetime.fromtimestamp(end_ms / 1000, UTC),
+            counts=counts,
+            flow_veh_per_hour=sum(counts.values()) * per_hour,
+            flow_pcu_per_hour=self.pcu.pcu(counts, protected=protected) * per_hour,
+            occupancy_pct=acc.occupancy_pct_s / acc.occupancy_s if acc.occupancy_s else None,
+            mean_speed_kmh=acc.speed_kmh_weighted / acc.speed_weight if acc.speed_weight else None,
+            readings=acc.readings,
+        )
+
+    def _late_reason(self, reading: NormalisedReading, state: Mapping[str, Any]) -> str:
+        closed = datetime.fromtimestamp(state["closed_upto_ms"] / 1000, UTC).isoformat()
+        stamped = datetime.fromtimestamp(reading.ts_ms / 1000, UTC).isoformat()
+        return (
+            f"reading stamped {stamped} arrived after its window closed "
+            f"(windows up to {closed} closed; grace {self.grace_ms / 1000:g} s)"
+        )
+
+    def _pane_start(self, ts_ms: float) -> int:
+        # Labelled by interval end: a ts exactly on a boundary belongs to the pane before it.
+        return int((math.ceil(ts_ms) - 1) // self.pane_ms * self.pane_ms)
+
+    def _pane_key(self, partition: int, reading: NormalisedReading, pane_start: int) -> str:
+        return (
+            f"pane|{partition}|{reading.intersection}|{reading.approach}|{reading.lane}|{pane_start}"
+        )
+
+    @staticmethod
+    def _state_key(partition: int) -> str:
+        return f"state|{partition}"
+
+    def _state(self, store: Store, partition: int) -> dict[str, Any]:
+        stored = store.get(self._state_key(partition))
+        if stored is None:
+            return {
+                "event_wm_ms": None,
+                "wm_arrival_ms": 0.0,
+                "closed_upto_ms": None,
+                "sources_done": {},
+            }
+        return {**stored, "sources_done": dict(stored["sources_done"])}

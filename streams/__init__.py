@@ -1,0 +1,1 @@
+"""The streaming layer: the Faust app, its agents, the InfluxDB sink and the embedded runtime."""

@@ -1,0 +1,282 @@
+"""The Faust application: topics, the windows table and the agents.
+
+    sensor-readings ─ingest─▶ normalised-readings ─metrics─▶ approach-metrics ─sink─▶ InfluxDB
+          │ invalid              ▲ watermark ticks   │ late
+          └────────────▶ dead-letters ◀──────────────┘   dead-letters, pipeline-health ─sink─▶ InfluxDB
+
+``create_app`` builds everything from explicit settings, a site and a sink, so tests and the
+demo can run several independent apps; nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+from pydantic import ValidationError
+
+from simpang.records import (
+    ApproachMetrics,
+    DeadLetter,
+    HealthSample,
+    MetricsInput,
+    RejectReason,
+    WatermarkTick,
+)
+from simpang.settings import Settings
+from simpang.site import Site
+from simpang.windows import WindowedAggregator
+from streams.health import PipelineCounters
+from streams.ingest import ReadingValidator
+from streams.kafka import faust_credentials
+from streams.points import approach_metrics_line, dead_letter_line, health_lines
+from streams.sink import PermanentSinkError, PointSink, RetryableSinkError, sink_from_settings
+
+log = logging.getLogger("simpang.streams")
+
+TICK = WatermarkTick().model_dump_json().encode()
+
+
+@dataclass
+class SimpangApp:
+    """The Faust app plus the parts tests and the CLI need to reach."""
+
+    faust_app: faust.App
+    settings: Settings
+    site: Site
+    sink: PointSink
+    counters: PipelineCounters
+
+
+def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None) -> SimpangApp:
+    topics = settings.topics
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{broker}" for broker in settings.kafka.broker_list()],
+        broker_credentials=faust_credentials(settings.kafka),
+        store="memory://",
+        topic_partitions=topics.partitions,
+        topic_replication_factor=topics.replication_factor,
+        broker_rebalance_timeout=settings.kafka.rebalance_timeout_s,
+        broker_session_timeout=settings.kafka.session_timeout_s,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_s,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=settings.web_port is not None,
+        web_port=settings.web_port or 6066,
+        web_bind="127.0.0.1",
+        datadir=str(settings.data_dir / settings.app_id),
+        autodiscover=False,
+    )
+    counters = PipelineCounters()
+    point_sink = sink or sink_from_settings(
+        settings.influx, settings.data_dir / settings.app_id / "metrics.lp"
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            topics.name(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=topics.partitions,
+        )
+
+    sensor_readings = raw_topic("sensor_readings")
+    normalised_readings = raw_topic("normalised_readings")
+    approach_metrics = raw_topic("approach_metrics")
+    dead_letters = raw_topic("dead_letters")
+    pipeline_health = raw_topic("pipeline_health")
+    windows_table = app.Table(
+        f"{topics.prefix}windows",
+        default=None,
+        partitions=topics.partitions,
+        key_type=str,
+    )
+    validator = ReadingValidator(site, max_future_skew_s=settings.windows.max_future_skew_s)
+    aggregator = WindowedAggregator(
+        site.id,
+        settings.windows.specs(),
+        grace_s=settings.windows.grace_s,
+        pcu=site.pcu_factors,
+        protection=site.approach_protection(),
+    )
+
+    async def dead_letter(dl: DeadLetter) -> None:
+        counters.dead_letters += 1
+        log.info("dead letter %s (%s): %s", dl.id, dl.reason_code.value, dl.reason)
+        await dead_letters.send(
+            key=(dl.device_id or dl.source).encode(), value=dl.model_dump_json().encode()
+        )
+
+    @app.agent(sensor_readings, name="ingest")
+    async def ingest(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            result = validator.validate(
+                event.value,
+                source=f"kafka:{message.topic}",
+                message_id=f"{message.topic}:{message.partition}:{message.offset}",
+                received_at=datetime.fromtimestamp(message.timestamp, UTC),
+            )
+            counters.readings_in += result.readings_in
+            counters.readings_accepted += result.accepted
+            for intersection, readings in result.by_intersection.items():
+                batch = {
+                    "type": "readings",
+                    "source_partition": message.partition,
+                    "source_offset": message.offset,
+                    "readings": [r.model_dump(mode="json") for r in readings],
+                }
+                await normalised_readings.send(
+                    key=intersection.encode(),
+                    value=_json_bytes(batch),
+                    timestamp=time.time(),
+                )
+            for dl in result.dead_letters:
+                await dead_letter(dl)
+
+    @app.agent(normalised_readings, name="metrics")
+    async def metrics(stream: StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            message_id = f"{message.topic}:{message.partition}:{message.offset}"
+            arrival_ms = message.timestamp * 1000
+            try:
+                item = MetricsInput.validate_json(event.value)
+            except ValidationError as exc:
+                await dead_letter(
+                    DeadLetter.of(
+                        id=message_id, source=f"kafka:{message.topic}",
+                        reason_code=RejectReason.MALFORMED, reason=str(exc), raw=event.value,
+                    )
+                )
+                continue
+            if isinstance(item, WatermarkTick):
+                out = aggregator.on_tick(windows_table, message.partition, arrival_ms=arrival_ms)
+            else:
+                out = aggregator.on_batch(
+                    windows_table, message.partition, item, arrival_ms=arrival_ms
+                )
+            for index, (reading, reason) in enumerate(out.late):
+                await dead_letter(
+                    DeadLetter.of(
+                        id=f"{message_id}:late:{index}", source=f"kafka:{message.topic}",
+                        reason_code=RejectReason.LATE, reason=reason,
+                        raw=reading.model_dump_json(), device_id=reading.device_id,
+                        ts=datetime.fromtimestamp(message.timestamp, UTC),
+                    )
+                )
+            for metric in out.metrics:
+                counters.metrics_emitted += 1
+                await approach_metrics.send(
+                    key=metric.intersection.encode(), value=metric.model_dump_json().encode()
+                )
+
+    @app.timer(interval=settings.windows.tick_interval_s)
+    async def watermark_ticks() -> None:
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == normalised_readings.get_topic_name():
+                await normalised_readings.send(
+                    value=TICK, partition=tp.partition, timestamp=time.time()
+                )
+
+    @app.timer(interval=settings.health_interval_s)
+    async def health() -> None:
+        ours = {topics.name(t) for t in ("sensor_readings", "normalised_readings",
+                                          "approach_metrics", "dead_letters", "pipeline_health")}
+        consumer = app.consumer
+        lag = {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic in ours:
+                committed = consumer._committed_offset.get(tp) or 0  # no public accessor
+                lag[f"{tp.topic}:{tp.partition}"] = max(0, consumer.highwater(tp) - committed)
+        sample = counters.sample(settings.worker_id, lag)
+        await pipeline_health.send(
+            key=settings.worker_id.encode(), value=sample.model_dump_json().encode()
+        )
+
+    sink_started = asyncio.Lock()
+    started = False
+
+    async def write_with_retry(lines: list[str]) -> bool:
+        nonlocal started
+        async with sink_started:
+            if not started:
+                await point_sink.start()
+                started = True
+        backoff_s = settings.influx.retry_initial_s
+        while True:
+            try:
+                await point_sink.write(lines)
+            except RetryableSinkError as exc:
+                counters.sink_write_errors += 1
+                log.warning("sink write failed, retrying in %.1f s: %s", backoff_s, exc)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, settings.influx.retry_max_s)
+                continue
+            except PermanentSinkError as exc:
+                counters.sink_write_errors += 1
+                log.error("sink refused %d points: %s", len(lines), exc)
+                return False
+            counters.points_written += len(lines)
+            return True
+
+    def sink_agent(topic: faust.TopicT, name: str, to_lines: Callable[[bytes], list[str]]) -> None:
+        async def drain(stream: StreamT[bytes]) -> None:
+            events: list[EventT[Any]]
+            async for events in stream.noack_take(  # type: ignore[assignment]
+                settings.influx.batch_max_points, within=settings.influx.batch_max_wait_s
+            ):
+                lines: list[str] = []
+                for event in events:
+                    try:
+                        lines.extend(to_lines(event.value))
+                    except (ValidationError, ValueError) as exc:
+                        await dead_letter(
+                            DeadLetter.of(
+                                id=f"{event.message.topic}:{event.message.partition}:"
+                                f"{event.message.offset}",
+                                source=f"kafka:{event.message.topic}",
+                                reason_code=RejectReason.MALFORMED, reason=str(exc),
+                                raw=event.value,
+                            )
+                        )
+                if lines and not await write_with_retry(lines) and name != "sink-dead-letters":
+                    await dead_letter(
+                        DeadLetter.of(
+                            id=f"{name}:{events[0].message.partition}:{events[0].message.offset}",
+                            source=name, reason_code=RejectReason.SINK_REJECTED,
+                            reason="InfluxDB refused the batch", raw="\n".join(lines),
+                        )
+                    )
+                for event in events:
+                    await stream.ack(event)
+
+        app.agent(topic, name=name)(drain)
+
+    sink_agent(
+        approach_metrics, "sink-metrics",
+        lambda raw: [approach_metrics_line(ApproachMetrics.model_validate_json(raw))],
+    )
+    sink_agent(
+        dead_letters, "sink-dead-letters",
+        lambda raw: [dead_letter_line(DeadLetter.model_validate_json(raw))],
+    )
+    sink_agent(
+        pipeline_health, "sink-health",
+        lambda raw: health_lines(HealthSample.model_validate_json(raw)),
+    )
+    return SimpangApp(app, settings, site, point_sink, counters)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

@@ -1,0 +1,95 @@
+"""Records → InfluxDB line protocol, following :mod:`simpang.schema` exactly."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime
+
+from influxdb_client import Point, WritePrecision
+
+from simpang.records import ApproachMetrics, DeadLetter, HealthSample
+from simpang.schema import (
+    APPROACH_METRICS,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    PIPELINE_HEALTH,
+    count_field,
+)
+from simpang.vehicles import VehicleClass
+
+
+def _ns(ts: datetime) -> int:
+    return round(ts.timestamp() * 1_000_000) * 1000
+
+
+def approach_metrics_line(m: ApproachMetrics) -> str:
+    point = (
+        Point(APPROACH_METRICS.name)
+        .tag("site", m.site)
+        .tag("intersection", m.intersection)
+        .tag("approach", m.approach)
+        .tag("level", "approach" if m.lane is None else "lane")
+        .tag("window", m.window)
+        .field("flow_veh_per_hour", float(m.flow_veh_per_hour))
+        .field("flow_pcu_per_hour", float(m.flow_pcu_per_hour))
+        .field("readings", int(m.readings))
+        .time(_ns(m.window_end), WritePrecision.NS)
+    )
+    if m.lane is not None:
+        point.tag("lane", m.lane)
+    if m.occupancy_pct is not None:
+        point.field("occupancy_pct", float(m.occupancy_pct))
+    if m.mean_speed_kmh is not None:
+        point.field("mean_speed_kmh", float(m.mean_speed_kmh))
+    for vehicle_class in VehicleClass:
+        point.field(count_field(vehicle_class), int(m.counts.get(vehicle_class, 0)))
+    return str(point.to_line_protocol())
+
+
+def dead_letter_line(dl: DeadLetter) -> str:
+    # Many rejections can share one timestamp; a stable offset from the id keeps each its own
+    # point, and a replayed rejection (same id) overwrites itself instead of counting twice.
+    tie_break_ns = zlib.crc32(dl.id.encode()) % 1000
+    point = (
+        Point(DEAD_LETTERS.name)
+        .tag("source", dl.source)
+        .tag("reason_code", dl.reason_code.value)
+        .field("count", 1)
+        .field("reason", dl.reason[:1000])
+        .time(_ns(dl.ts) + tie_break_ns, WritePrecision.NS)
+    )
+    if dl.device_id:
+        point.field("device_id", dl.device_id)
+    return str(point.to_line_protocol())
+
+
+def health_lines(sample: HealthSample) -> list[str]:
+    ts = _ns(sample.ts)
+    health = (
+        Point(PIPELINE_HEALTH.name)
+        .tag("worker", sample.worker)
+        .field("readings_in", sample.readings_in)
+        .field("readings_accepted", sample.readings_accepted)
+        .field("dead_letters", sample.dead_letters)
+        .field("metrics_emitted", sample.metrics_emitted)
+        .field("points_written", sample.points_written)
+        .field("sink_write_errors", sample.sink_write_errors)
+        .field("consumer_lag", sum(sample.consumer_lag.values()))
+        .field("uptime_s", (sample.ts - sample.started_at).total_seconds())
+        .time(ts, WritePrecision.NS)
+    )
+    lines = [str(health.to_line_protocol())]
+    for topic_partition, lag in sorted(sample.consumer_lag.items()):
+        topic, _, partition = topic_partition.rpartition(":")
+        lines.append(
+            str(
+                Point(CONSUMER_LAG.name)
+                .tag("worker", sample.worker)
+                .tag("topic", topic)
+                .tag("partition", partition)
+                .field("lag_messages", lag)
+                .time(ts, WritePrecision.NS)
+                .to_line_protocol()
+            )
+        )
+    return lines
