@@ -1,0 +1,1 @@
+"""Dashboards as code and the InfluxQL side of the measurement schema."""

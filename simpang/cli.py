@@ -45,9 +45,17 @@ def demo(
 ) -> None:
     """Embedded broker + worker + emulated field devices for the demo site, live view."""
     from simpang.demo import run_demo
+    from streams.embedded import ServerStartError
 
-    summary = run_demo(Settings(), duration_s=duration, out_dir=out, speed=speed, seed=seed,
-                       live=live, console=console)
+    try:
+        summary = run_demo(Settings(), duration_s=duration, out_dir=out, speed=speed, seed=seed,
+                           live=live, console=console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: broker and worker stopped[/yellow]")
+        raise typer.Exit(130) from None
+    except ServerStartError as exc:
+        console.print(f"[red]could not start: {exc}[/red]")
+        raise typer.Exit(1) from None
     console.print_json(json.dumps(summary))
 
 

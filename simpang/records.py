@@ -201,5 +201,6 @@ class HealthSample(BaseModel):
     dead_letters: int
     metrics_emitted: int
     points_written: int
+    metric_points_written: int
     sink_write_errors: int
     consumer_lag: dict[str, int] = Field(description='"topic:partition" → messages behind.')

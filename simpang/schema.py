@@ -83,6 +83,10 @@ PIPELINE_HEALTH = Measurement(
         FieldSpec("dead_letters", "int", "messages", "Rejections since start."),
         FieldSpec("metrics_emitted", "int", "points", "Window metrics emitted since start."),
         FieldSpec("points_written", "int", "points", "Points written to InfluxDB since start."),
+        FieldSpec(
+            "metric_points_written", "int", "points",
+            "approach_metrics points among points_written.",
+        ),
         FieldSpec("sink_write_errors", "int", "errors", "Failed InfluxDB writes since start."),
         FieldSpec("consumer_lag", "int", "messages", "Messages behind, all partitions."),
         FieldSpec("uptime_s", "float", "s", "Seconds since the worker started."),

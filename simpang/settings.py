@@ -99,6 +99,22 @@ class WindowSettings(BaseModel):
         return value
 
 
+class _FlatInfluxEnv(PydanticBaseSettingsSource):
+    """``SIMPANG_INFLUX_URL``/``_TOKEN``/``_ORG``/``_BUCKET``: the spelling users are told about,
+    beside the nested ``SIMPANG_INFLUX__URL`` (which wins when both are set)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        influx = {
+            name: os.environ[f"SIMPANG_INFLUX_{name.upper()}"]
+            for name in ("url", "token", "org", "bucket")
+            if os.environ.get(f"SIMPANG_INFLUX_{name.upper()}")
+        }
+        return {"influx": influx} if influx else {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIMPANG_", env_nested_delimiter="__", extra="ignore"
@@ -125,7 +141,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings, env_settings, _FlatInfluxEnv(settings_cls)
+        ]
         settings_file = os.environ.get("SIMPANG_SETTINGS_FILE")
         if settings_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=settings_file))

@@ -2,7 +2,8 @@
 
     sensor-readings ─ingest─▶ normalised-readings ─metrics─▶ approach-metrics ─sink─▶ InfluxDB
           │ invalid              ▲ watermark ticks   │ late
-          └────────────▶ dead-letters ◀──────────────┘   dead-letters, pipeline-health ─sink─▶ InfluxDB
+          └────────────▶ dead-letters ◀──────────────┘
+    dead-letters, pipeline-health ─sink─▶ InfluxDB
 
 ``create_app`` builds everything from explicit settings, a site and a sink, so tests and the
 demo can run several independent apps; nothing lives in module globals.
@@ -96,7 +97,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     dead_letters = raw_topic("dead_letters")
     pipeline_health = raw_topic("pipeline_health")
     windows_table = app.Table(
-        f"{topics.prefix}windows",
+        "windows",  # Faust names the changelog "{app_id}-windows-changelog"
         default=None,
         partitions=topics.partitions,
         key_type=str,
@@ -207,7 +208,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     sink_started = asyncio.Lock()
     started = False
 
-    async def write_with_retry(lines: list[str]) -> bool:
+    async def write_with_retry(lines: list[str], *, metric_points: bool) -> bool:
         nonlocal started
         async with sink_started:
             if not started:
@@ -228,6 +229,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 log.error("sink refused %d points: %s", len(lines), exc)
                 return False
             counters.points_written += len(lines)
+            if metric_points:
+                counters.metric_points_written += len(lines)
             return True
 
     def sink_agent(topic: faust.TopicT, name: str, to_lines: Callable[[bytes], list[str]]) -> None:
@@ -250,7 +253,11 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                                 raw=event.value,
                             )
                         )
-                if lines and not await write_with_retry(lines) and name != "sink-dead-letters":
+                if (
+                    lines
+                    and not await write_with_retry(lines, metric_points=name == "sink-metrics")
+                    and name != "sink-dead-letters"
+                ):
                     await dead_letter(
                         DeadLetter.of(
                             id=f"{name}:{events[0].message.partition}:{events[0].message.offset}",

@@ -16,6 +16,7 @@ class PipelineCounters:
     dead_letters: int = 0
     metrics_emitted: int = 0
     points_written: int = 0
+    metric_points_written: int = 0
     sink_write_errors: int = 0
 
     def sample(self, worker: str, consumer_lag: dict[str, int]) -> HealthSample:
@@ -28,6 +29,7 @@ class PipelineCounters:
             dead_letters=self.dead_letters,
             metrics_emitted=self.metrics_emitted,
             points_written=self.points_written,
+            metric_points_written=self.metric_points_written,
             sink_write_errors=self.sink_write_errors,
             consumer_lag=consumer_lag,
         )

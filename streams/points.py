@@ -73,6 +73,7 @@ def health_lines(sample: HealthSample) -> list[str]:
         .field("dead_letters", sample.dead_letters)
         .field("metrics_emitted", sample.metrics_emitted)
         .field("points_written", sample.points_written)
+        .field("metric_points_written", sample.metric_points_written)
         .field("sink_write_errors", sample.sink_write_errors)
         .field("consumer_lag", sum(sample.consumer_lag.values()))
         .field("uptime_s", (sample.ts - sample.started_at).total_seconds())

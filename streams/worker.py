@@ -15,6 +15,7 @@ from simpang.settings import Settings
 from simpang.site_file import load_site
 from streams.app import create_app
 from streams.kafka import ensure_topics
+from streams.sink import PointSink
 
 log = logging.getLogger("simpang.worker")
 
@@ -28,9 +29,16 @@ class BoundedWorker(faust.Worker):
     short, because offsets are committed only for work that is done.
     """
 
-    def __init__(self, *args: object, shutdown_timeout_s: float, **kwargs: object) -> None:
+    def __init__(
+        self, *args: object, shutdown_timeout_s: float, sink: PointSink, **kwargs: object
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.sink = sink
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        await self.sink.close()
 
     def _arm_deadline(self) -> None:
         timer = threading.Timer(self.shutdown_timeout_s, os._exit, args=(EXIT_SHUTDOWN_TIMEOUT,))
@@ -70,5 +78,6 @@ def run_worker(settings: Settings, *, shutdown_timeout_s: float = 15.0) -> None:
         simpang_app.faust_app,
         loglevel=settings.log_level,
         shutdown_timeout_s=shutdown_timeout_s,
+        sink=simpang_app.sink,
     )
     worker.execute_from_commandline()

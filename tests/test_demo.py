@@ -1,0 +1,146 @@
+"""``simpang demo`` as a user runs it: a subprocess, its summary, its output checked against a
+real InfluxDB, and no processes left behind however it ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from dashboards.influxql import InfluxQL
+from streams.embedded import InfluxDB1Server
+from tests.influx_v2_forwarder import InfluxV2WriteForwarder
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process whose parent chain leads to ``pid`` (sessions do not matter)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat")
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(pid)
+        except OSError:
+            pass
+    return out
+
+
+def run_demo(out: Path, duration_s: float, **env: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", "simpang", "demo", "--duration", str(duration_s), "--out",
+         str(out), "--no-live"],
+        env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary: dict[str, object] = json.loads((out / "summary.json").read_text())
+    for key in ("readings_in", "metrics_points", "dead_letters"):
+        assert isinstance(summary[key], int), (key, summary)
+    return summary
+
+
+def test_demo_writes_line_protocol_that_loads_into_influxdb(
+    tmp_path: Path, influxdb: InfluxDB1Server
+) -> None:
+    summary = run_demo(tmp_path, 12)
+    assert summary["worker_exit_code"] == 0
+    readings_in = summary["readings_in"]
+    assert isinstance(readings_in, int) and readings_in > 100
+    # The emulator corrupts about 1 % of messages; every one is a dead letter with a reason.
+    reasons = summary["dead_letter_reasons"]
+    assert isinstance(reasons, dict) and sum(reasons.values()) == summary["dead_letters"]
+    assert set(reasons) <= {"malformed", "invalid", "unknown_device", "late"}
+
+    lines = (tmp_path / "metrics.lp").read_text().splitlines()
+    metric_lines = [line for line in lines if line.startswith("approach_metrics,")]
+    assert len(metric_lines) == summary["metrics_points"] == summary["metrics_emitted"]
+    assert len(metric_lines) > 0
+
+    database = f"demo{uuid.uuid4().hex[:8]}"
+    db = InfluxQL(influxdb.url, database)
+    db.create_database()
+    try:
+        response = urllib3.request(
+            "POST", f"{influxdb.url}/write?db={database}&precision=ns",
+            body="\n".join(lines).encode(),
+        )
+        assert response.status == 204, response.data
+        counted = db.rows("SELECT count(readings) AS n FROM approach_metrics")
+        assert counted[0]["n"] == len(metric_lines)
+        dead = db.rows('SELECT sum("count") AS n FROM dead_letters')
+        assert dead[0]["n"] == summary["dead_letters"]
+    finally:
+        db.drop_database()
+
+
+def test_demo_writes_to_influxdb_when_the_url_is_set(
+    tmp_path: Path, influx_forwarder: InfluxV2WriteForwarder
+) -> None:
+    database = f"demo{uuid.uuid4().hex[:8]}"
+    db = InfluxQL(influx_forwarder.target_url, database)
+    db.create_database()
+    try:
+        summary = run_demo(
+            tmp_path, 10, SIMPANG_INFLUX_URL=influx_forwarder.url, SIMPANG_INFLUX_BUCKET=database,
+            SIMPANG_INFLUX_TOKEN="demo-token-not-logged",
+        )
+        assert not (tmp_path / "metrics.lp").exists()
+        counted = db.rows("SELECT count(readings) AS n FROM approach_metrics")
+        assert counted[0]["n"] == summary["metrics_points"] == summary["metrics_emitted"]
+        assert "demo-token-not-logged" not in (tmp_path / "worker.log").read_text()
+    finally:
+        db.drop_database()
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "simpang", "demo", "--duration", "120", "--out", str(tmp_path),
+         "--no-live"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        children: set[int] = set()
+        # Wait for the broker and the worker (and its own children) to be up.
+        while time.monotonic() < deadline and len(children) < 2:
+            time.sleep(0.5)
+            children = descendants(demo.pid)
+        assert len(children) >= 2, children
+        time.sleep(3)
+        children = descendants(demo.pid)
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(timeout=40)
+        assert code == 130
+        assert not alive(children), alive(children)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
