@@ -54,7 +54,7 @@ def demo(
         console.print("[yellow]interrupted: broker and worker stopped[/yellow]")
         raise typer.Exit(130) from None
     except ServerStartError as exc:
-        console.print(f"[red]could not start: {exc}[/red]")
+        console.print(f"could not start: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
     console.print_json(json.dumps(summary))
 
@@ -65,7 +65,7 @@ def site_validate(path: Path) -> None:
     try:
         site = load_site(path)
     except SiteFileError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     table = Table(title=f"{site.name} ({site.id})")
     for column in ("intersection", "approaches", "lanes", "phases", "cycle s", "sensors"):

@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from simpang.records import ApproachMetrics, DeadLetter, HealthSample
+from simpang.records import METRICS_LIST, ApproachMetrics, DeadLetter, HealthSample
 from simpang.settings import Settings
 from simpang.site_file import load_site
 from simulator.emulator import FieldDeviceEmulator
@@ -191,11 +191,11 @@ async def _watch(consumer: AIOKafkaConsumer, settings: Settings, state: DemoStat
                 state.metric_points_written, sample.metric_points_written
             )
         elif record.topic == metrics_topic:
-            metric = ApproachMetrics.model_validate_json(record.value)
-            state.metrics_received += 1
-            state.last_metric_wall = time.monotonic()
-            if metric.lane is None and metric.window == "60s":
-                state.latest[(metric.intersection, metric.approach)] = metric
+            for metric in METRICS_LIST.validate_json(record.value):
+                state.metrics_received += 1
+                state.last_metric_wall = time.monotonic()
+                if metric.lane is None and metric.window == "60s":
+                    state.latest[(metric.intersection, metric.approach)] = metric
         else:
             dl = DeadLetter.model_validate_json(record.value)
             state.dead_letters += 1

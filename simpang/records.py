@@ -34,15 +34,16 @@ class SensorReading(BaseModel):
     device is, and a reading that names a different place is rejected.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict counts: JSON true is not 1; NaN and infinity are refused with a clear message.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     v: Literal[1] = 1
     device_id: DeviceId
     kind: Literal["loop", "radar", "counter"]
     ts: AwareDatetime
     interval_s: float = Field(gt=0, le=3600)
-    count: int | None = Field(None, ge=0, le=100_000)
-    counts: dict[VehicleClass, Annotated[int, Field(ge=0, le=100_000)]] | None = None
+    count: int | None = Field(None, ge=0, le=100_000, strict=True)
+    counts: dict[VehicleClass, Annotated[int, Field(ge=0, le=100_000, strict=True)]] | None = None
     occupancy_pct: float | None = Field(None, ge=0, le=100)
     speed_kmh: float | None = Field(None, ge=0, le=250)
     intersection: str | None = None
@@ -138,6 +139,10 @@ class ApproachMetrics(BaseModel):
     readings: int
 
 
+METRICS_LIST: TypeAdapter[list[ApproachMetrics]] = TypeAdapter(list[ApproachMetrics])
+"""An ``approach-metrics`` message: the rows of one intersection from one window close."""
+
+
 class RejectReason(StrEnum):
     MALFORMED = "malformed"
     INVALID = "invalid"
@@ -199,6 +204,7 @@ class HealthSample(BaseModel):
     readings_in: int
     readings_accepted: int
     dead_letters: int
+    readings_windowed: int
     metrics_emitted: int
     points_written: int
     metric_points_written: int

@@ -81,6 +81,10 @@ PIPELINE_HEALTH = Measurement(
         FieldSpec("readings_in", "int", "readings", "Readings received since start."),
         FieldSpec("readings_accepted", "int", "readings", "Readings accepted since start."),
         FieldSpec("dead_letters", "int", "messages", "Rejections since start."),
+        FieldSpec(
+            "readings_windowed", "int", "readings",
+            "Readings the metrics agent has applied to (or rejected from) windows.",
+        ),
         FieldSpec("metrics_emitted", "int", "points", "Window metrics emitted since start."),
         FieldSpec("points_written", "int", "points", "Points written to InfluxDB since start."),
         FieldSpec(

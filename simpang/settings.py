@@ -42,6 +42,11 @@ class KafkaSettings(BaseModel):
     )
     session_timeout_s: float = Field(6.0, gt=0)
     heartbeat_interval_s: float = Field(1.0, gt=0)
+    fetch_max_wait_ms: int = Field(
+        100, gt=0, le=30_000,
+        description="Consumer long-poll wait. Kafka answers early when data arrives; Tansu "
+        "waits it out, so it bounds each hop's latency there (Faust's fixed value is 1500).",
+    )
 
     def broker_list(self) -> list[str]:
         return [b.strip() for b in self.brokers.split(",") if b.strip()]
@@ -146,6 +151,10 @@ class Settings(BaseSettings):
         ]
         settings_file = os.environ.get("SIMPANG_SETTINGS_FILE")
         if settings_file:
+            if not Path(settings_file).is_file():
+                raise FileNotFoundError(
+                    f"SIMPANG_SETTINGS_FILE={settings_file}: no such file"
+                )
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=settings_file))
         return tuple(sources)
 

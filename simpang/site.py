@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simpang.vehicles import PcuFactors
 
@@ -165,6 +166,14 @@ class Intersection(_Model):
         for camera in self.cameras:
             if camera.approach not in lanes:
                 raise ValueError(f"camera {camera.id!r} names unknown approach {camera.approach!r}")
+            for line in camera.counting_lines:
+                if line.approach not in lanes or (
+                    line.lane is not None and line.lane not in lanes[line.approach]
+                ):
+                    where = f"{line.approach!r}" + (f"/{line.lane!r}" if line.lane else "")
+                    raise ValueError(
+                        f"camera {camera.id!r} counting line {line.id!r} names unknown {where}"
+                    )
         return self
 
 
@@ -178,9 +187,18 @@ class SensorLocation(_Model):
 class Site(_Model):
     id: Slug
     name: str
-    timezone: str = "Asia/Makassar"
+    timezone: str = Field("Asia/Makassar", description="IANA time zone of the site.")
     pcu_factors: PcuFactors = Field(default_factory=PcuFactors)
     intersections: list[Intersection] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Asia/Makassar)") from None
+        return value
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Site:

@@ -3,7 +3,7 @@
 Every window size and step is a multiple of one *pane* (their greatest common divisor), so
 each reading updates exactly one pane per lane, and a window's aggregate is the sum of its
 panes when it closes. State lives in any ``MutableMapping`` (a Faust table with a changelog in
-the worker, a dict in tests), one key per (partition, lane, pane) plus one per partition.
+the worker, a dict in tests), one key per (partition, intersection, pane) plus one per partition.
 
 Readings are labelled by the *end* of their measurement interval, so a reading stamped
 07:01:00 belongs to the window [07:00, 07:01).
@@ -166,43 +166,66 @@ class WindowedAggregator:
         if batch.source_offset <= state["sources_done"].get(source, -1):
             return WindowOutput(replayed=True)
         out = WindowOutput()
-        if state["closed_upto_ms"] is None and batch.readings:
-            first_ms = min(r.ts_ms for r in batch.readings)
-            state["closed_upto_ms"] = self._pane_start(first_ms)
-        touched: dict[str, LaneAccumulator] = {}
+        # One store key per intersection and pane (all its lanes): a Faust table writes a
+        # changelog record per key set, so fewer, larger keys cost far less per reading.
+        touched: dict[str, dict[str, LaneAccumulator]] = {}
         for reading in batch.readings:
             pane_start = self._pane_start(reading.ts_ms)
-            if pane_start + self.pane_ms <= state["closed_upto_ms"]:
+            closed_upto = state["closed_upto_ms"]
+            if closed_upto is not None and pane_start + self.pane_ms <= closed_upto:
                 out.late.append((reading, self._late_reason(reading, state)))
                 continue
-            key = self._pane_key(partition, reading, pane_start)
-            acc = touched.get(key)
-            if acc is None:
+            if closed_upto is None and (
+                state.get("open_from_ms") is None or pane_start < state["open_from_ms"]
+            ):
+                # Nothing has fired yet: the first windows to fire start from the oldest data.
+                state["open_from_ms"] = pane_start
+            key = self._pane_key(partition, reading.intersection, pane_start)
+            lanes = touched.get(key)
+            if lanes is None:
                 stored = store.get(key)
                 if stored is not None and stored["src"].get(source, -1) >= batch.source_offset:
                     continue
-                acc = LaneAccumulator.from_json(stored) if stored else LaneAccumulator()
-                touched[key] = acc
+                lanes = {
+                    lane: LaneAccumulator.from_json(data)
+                    for lane, data in (stored["lanes"] if stored else {}).items()
+                }
+                touched[key] = lanes
+            lane_id = f"{reading.approach}|{reading.lane}"
+            acc = lanes.get(lane_id)
+            if acc is None:
+                acc = lanes[lane_id] = LaneAccumulator()
             acc.add(reading)
             if state["event_wm_ms"] is None or reading.ts_ms > state["event_wm_ms"]:
                 state["event_wm_ms"] = reading.ts_ms
                 state["wm_arrival_ms"] = arrival_ms
-        for key, acc in touched.items():
+        for key, lanes in touched.items():
             previous = store.get(key)
             sources = dict(previous["src"]) if previous else {}
             sources[source] = batch.source_offset
-            store[key] = {**acc.to_json(), "src": sources}
+            store[key] = {
+                "lanes": {lane: acc.to_json() for lane, acc in lanes.items()},
+                "src": sources,
+            }
         state["sources_done"][source] = batch.source_offset
-        out.metrics = self._close(store, partition, state, arrival_ms)
-        store[self._state_key(partition)] = state
+        out.metrics, expired = self._close(store, partition, state, arrival_ms)
+        self._commit(store, partition, state, expired)
         return out
 
     def on_tick(self, store: Store, partition: int, *, arrival_ms: float) -> WindowOutput:
         state = self._state(store, partition)
-        metrics = self._close(store, partition, state, arrival_ms)
-        if metrics:
-            store[self._state_key(partition)] = state
+        metrics, expired = self._close(store, partition, state, arrival_ms)
+        if metrics or expired:
+            self._commit(store, partition, state, expired)
         return WindowOutput(metrics=metrics)
+
+    def _commit(self, store: Store, partition: int, state: dict[str, Any],
+                expired: list[str]) -> None:
+        # State first, then the panes it no longer needs: a crash in between leaves panes
+        # that the next close removes, never a fired window whose panes are gone.
+        store[self._state_key(partition)] = state
+        for key in expired:
+            store.pop(key, None)
 
     def watermark_ms(self, state: Mapping[str, Any], arrival_ms: float) -> float | None:
         if state["event_wm_ms"] is None:
@@ -212,21 +235,29 @@ class WindowedAggregator:
 
     def _close(
         self, store: Store, partition: int, state: dict[str, Any], arrival_ms: float
-    ) -> list[ApproachMetrics]:
+    ) -> tuple[list[ApproachMetrics], list[str]]:
+        """Fire every window that ends by ``watermark − grace``; returns the metrics and the
+        pane keys no open window needs any more."""
         watermark = self.watermark_ms(state, arrival_ms)
-        if watermark is None or state["closed_upto_ms"] is None:
-            return []
-        boundary = int(math.floor(watermark - self.grace_ms) // self.pane_ms * self.pane_ms)
         previous = state["closed_upto_ms"]
+        if previous is None:
+            previous = state.get("open_from_ms")
+        if watermark is None or previous is None:
+            return [], []
+        boundary = int(math.floor(watermark - self.grace_ms) // self.pane_ms * self.pane_ms)
         if boundary <= previous:
-            return []
+            return [], []
         prefix = f"pane|{partition}|"
         panes: dict[LaneKey, dict[int, LaneAccumulator]] = defaultdict(dict)
+        pane_keys: dict[int, list[str]] = defaultdict(list)
         for key in [k for k in store if isinstance(k, str) and k.startswith(prefix)]:
-            _, _, intersection, approach, lane, pane_start = key.split("|")
-            panes[(intersection, approach, lane)][int(pane_start)] = LaneAccumulator.from_json(
-                store[key]
-            )
+            _, _, intersection, pane_start = key.split("|")
+            pane_keys[int(pane_start)].append(key)
+            for lane_id, data in store[key]["lanes"].items():
+                approach, lane = lane_id.split("|")
+                panes[(intersection, approach, lane)][int(pane_start)] = (
+                    LaneAccumulator.from_json(data)
+                )
         metrics: list[ApproachMetrics] = []
         for spec in self.specs:
             step_ms, size_ms = spec.step_s * 1000, spec.size_s * 1000
@@ -238,12 +269,15 @@ class WindowedAggregator:
             (boundary // (s.step_s * 1000) + 1) * s.step_s * 1000 - s.size_s * 1000
             for s in self.specs
         )
-        for (intersection, approach, lane), lane_panes in panes.items():
-            for start in lane_panes:
-                if start < keep_from and start < boundary:
-                    del store[f"pane|{partition}|{intersection}|{approach}|{lane}|{start}"]
+        expired = [
+            key
+            for start, keys in pane_keys.items()
+            if start < keep_from and start < boundary
+            for key in keys
+        ]
         state["closed_upto_ms"] = boundary
-        return metrics
+        state["open_from_ms"] = None
+        return metrics, expired
 
     def _window_metrics(
         self,
@@ -310,10 +344,9 @@ class WindowedAggregator:
         # Labelled by interval end: a ts exactly on a boundary belongs to the pane before it.
         return int((math.ceil(ts_ms) - 1) // self.pane_ms * self.pane_ms)
 
-    def _pane_key(self, partition: int, reading: NormalisedReading, pane_start: int) -> str:
-        return (
-            f"pane|{partition}|{reading.intersection}|{reading.approach}|{reading.lane}|{pane_start}"
-        )
+    @staticmethod
+    def _pane_key(partition: int, intersection: str, pane_start: int) -> str:
+        return f"pane|{partition}|{intersection}|{pane_start}"
 
     @staticmethod
     def _state_key(partition: int) -> str:
@@ -326,6 +359,7 @@ class WindowedAggregator:
                 "event_wm_ms": None,
                 "wm_arrival_ms": 0.0,
                 "closed_upto_ms": None,
+                "open_from_ms": None,
                 "sources_done": {},
             }
         return {**stored, "sources_done": dict(stored["sources_done"])}

@@ -12,7 +12,6 @@ demo can run several independent apps; nothing lives in module globals.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,10 +24,12 @@ from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from simpang.records import (
+    METRICS_LIST,
     ApproachMetrics,
     DeadLetter,
     HealthSample,
     MetricsInput,
+    ReadingsBatch,
     RejectReason,
     WatermarkTick,
 )
@@ -40,6 +41,7 @@ from streams.ingest import ReadingValidator
 from streams.kafka import faust_credentials
 from streams.points import approach_metrics_line, dead_letter_line, health_lines
 from streams.sink import PermanentSinkError, PointSink, RetryableSinkError, sink_from_settings
+from streams.transport import SimpangFaustApp
 
 log = logging.getLogger("simpang.streams")
 
@@ -59,8 +61,9 @@ class SimpangApp:
 
 def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None) -> SimpangApp:
     topics = settings.topics
-    app = faust.App(
+    app = SimpangFaustApp(
         settings.app_id,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
         broker=[f"kafka://{broker}" for broker in settings.kafka.broker_list()],
         broker_credentials=faust_credentials(settings.kafka),
         store="memory://",
@@ -131,15 +134,14 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
             counters.readings_in += result.readings_in
             counters.readings_accepted += result.accepted
             for intersection, readings in result.by_intersection.items():
-                batch = {
-                    "type": "readings",
-                    "source_partition": message.partition,
-                    "source_offset": message.offset,
-                    "readings": [r.model_dump(mode="json") for r in readings],
-                }
+                batch = ReadingsBatch(
+                    source_partition=message.partition,
+                    source_offset=message.offset,
+                    readings=readings,
+                )
                 await normalised_readings.send(
                     key=intersection.encode(),
-                    value=_json_bytes(batch),
+                    value=batch.model_dump_json().encode(),
                     timestamp=time.time(),
                 )
             for dl in result.dead_letters:
@@ -167,6 +169,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 out = aggregator.on_batch(
                     windows_table, message.partition, item, arrival_ms=arrival_ms
                 )
+                if not out.replayed:
+                    counters.readings_windowed += len(item.readings)
             for index, (reading, reason) in enumerate(out.late):
                 await dead_letter(
                     DeadLetter.of(
@@ -176,10 +180,15 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                         ts=datetime.fromtimestamp(message.timestamp, UTC),
                     )
                 )
+            # One message per intersection and close: consumers (sink, timing) want an
+            # intersection's approaches together, and a send per row costs more than the row.
+            by_intersection: dict[str, list[ApproachMetrics]] = {}
             for metric in out.metrics:
-                counters.metrics_emitted += 1
+                by_intersection.setdefault(metric.intersection, []).append(metric)
+            for intersection, rows in by_intersection.items():
+                counters.metrics_emitted += len(rows)
                 await approach_metrics.send(
-                    key=metric.intersection.encode(), value=metric.model_dump_json().encode()
+                    key=intersection.encode(), value=METRICS_LIST.dump_json(rows)
                 )
 
     @app.timer(interval=settings.windows.tick_interval_s)
@@ -197,9 +206,10 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         consumer = app.consumer
         lag = {}
         for tp in app.assignor.assigned_actives():
-            if tp.topic in ours:
+            highwater = consumer.highwater(tp)
+            if tp.topic in ours and highwater is not None:  # None until the first fetch
                 committed = consumer._committed_offset.get(tp) or 0  # no public accessor
-                lag[f"{tp.topic}:{tp.partition}"] = max(0, consumer.highwater(tp) - committed)
+                lag[f"{tp.topic}:{tp.partition}"] = max(0, highwater - committed)
         sample = counters.sample(settings.worker_id, lag)
         await pipeline_health.send(
             key=settings.worker_id.encode(), value=sample.model_dump_json().encode()
@@ -272,7 +282,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
 
     sink_agent(
         approach_metrics, "sink-metrics",
-        lambda raw: [approach_metrics_line(ApproachMetrics.model_validate_json(raw))],
+        lambda raw: [approach_metrics_line(m) for m in METRICS_LIST.validate_json(raw)],
     )
     sink_agent(
         dead_letters, "sink-dead-letters",
@@ -284,6 +294,3 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     )
     return SimpangApp(app, settings, site, point_sink, counters)
 
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()

@@ -14,6 +14,7 @@ class PipelineCounters:
     readings_in: int = 0
     readings_accepted: int = 0
     dead_letters: int = 0
+    readings_windowed: int = 0
     metrics_emitted: int = 0
     points_written: int = 0
     metric_points_written: int = 0
@@ -27,6 +28,7 @@ class PipelineCounters:
             readings_in=self.readings_in,
             readings_accepted=self.readings_accepted,
             dead_letters=self.dead_letters,
+            readings_windowed=self.readings_windowed,
             metrics_emitted=self.metrics_emitted,
             points_written=self.points_written,
             metric_points_written=self.metric_points_written,

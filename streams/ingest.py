@@ -134,6 +134,10 @@ class ReadingValidator:
                 return (RejectReason.LOCATION_MISMATCH,
                         f"{path(name)}: {value!r} but device {reading.device_id!r} is at "
                         f"{name} {expected!r} in the site file")
+        if reading.kind != location.kind:
+            return (RejectReason.INVALID,
+                    f"{path('kind')}: {reading.kind!r} but device {reading.device_id!r} is a "
+                    f"{location.kind!r} in the site file")
         if reading.ts - received_at > self.max_future_skew:
             return (RejectReason.FUTURE_TIMESTAMP,
                     f"{path('ts')}: {reading.ts.isoformat()} is more than "

@@ -55,12 +55,17 @@ def dead_letter_line(dl: DeadLetter) -> str:
         .tag("source", dl.source)
         .tag("reason_code", dl.reason_code.value)
         .field("count", 1)
-        .field("reason", dl.reason[:1000])
+        .field("reason", _one_line(dl.reason[:1000]))
         .time(_ns(dl.ts) + tie_break_ns, WritePrecision.NS)
     )
     if dl.device_id:
-        point.field("device_id", dl.device_id)
+        point.field("device_id", _one_line(dl.device_id))
     return str(point.to_line_protocol())
+
+
+def _one_line(text: str) -> str:
+    """Line protocol cannot carry newlines in string fields; show them as ``\\n``."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def health_lines(sample: HealthSample) -> list[str]:
@@ -71,6 +76,7 @@ def health_lines(sample: HealthSample) -> list[str]:
         .field("readings_in", sample.readings_in)
         .field("readings_accepted", sample.readings_accepted)
         .field("dead_letters", sample.dead_letters)
+        .field("readings_windowed", sample.readings_windowed)
         .field("metrics_emitted", sample.metrics_emitted)
         .field("points_written", sample.points_written)
         .field("metric_points_written", sample.metric_points_written)

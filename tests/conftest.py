@@ -24,6 +24,14 @@ from tests.influx_v2_forwarder import InfluxV2WriteForwarder
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SIMPANG_* variable of the caller's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("SIMPANG_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def tansu() -> Iterator[TansuBroker]:
     with TansuBroker() as broker:

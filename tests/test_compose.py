@@ -4,7 +4,6 @@ servers beside it."""
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from pathlib import Path
@@ -40,14 +39,12 @@ def test_services_and_dependencies(compose: dict[str, Any]) -> None:
     assert "healthcheck" in services["kafka"] and "healthcheck" in services["influxdb"]
 
 
+@pytest.mark.usefixtures("clean_env")
 def test_worker_environment_is_valid_settings(
     compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     services = compose["services"]
     env = {k: resolve_defaults(str(v)) for k, v in services["worker"]["environment"].items()}
-    for name in list(os.environ):
-        if name.startswith("SIMPANG_"):
-            monkeypatch.delenv(name)
     for name, value in env.items():
         assert name.startswith("SIMPANG_"), name
         monkeypatch.setenv(name, value)
