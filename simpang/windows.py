@@ -169,6 +169,7 @@ class WindowedAggregator:
         # One store key per intersection and pane (all its lanes): a Faust table writes a
         # changelog record per key set, so fewer, larger keys cost far less per reading.
         touched: dict[str, dict[str, LaneAccumulator]] = {}
+        sources_of: dict[str, dict[str, int]] = {}
         for reading in batch.readings:
             pane_start = self._pane_start(reading.ts_ms)
             closed_upto = state["closed_upto_ms"]
@@ -191,6 +192,7 @@ class WindowedAggregator:
                     for lane, data in (stored["lanes"] if stored else {}).items()
                 }
                 touched[key] = lanes
+                sources_of[key] = dict(stored["src"]) if stored else {}
             lane_id = f"{reading.approach}|{reading.lane}"
             acc = lanes.get(lane_id)
             if acc is None:
@@ -200,8 +202,7 @@ class WindowedAggregator:
                 state["event_wm_ms"] = reading.ts_ms
                 state["wm_arrival_ms"] = arrival_ms
         for key, lanes in touched.items():
-            previous = store.get(key)
-            sources = dict(previous["src"]) if previous else {}
+            sources = sources_of[key]
             sources[source] = batch.source_offset
             store[key] = {
                 "lanes": {lane: acc.to_json() for lane, acc in lanes.items()},

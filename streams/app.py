@@ -243,7 +243,10 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 counters.metric_points_written += len(lines)
             return True
 
-    def sink_agent(topic: faust.TopicT, name: str, to_lines: Callable[[bytes], list[str]]) -> None:
+    def sink_agent(
+        topic: faust.TopicT, name: str, to_lines: Callable[[bytes], list[str]],
+        *, metric_points: bool = False,
+    ) -> None:
         async def drain(stream: StreamT[bytes]) -> None:
             events: list[EventT[Any]]
             async for events in stream.noack_take(  # type: ignore[assignment]
@@ -265,8 +268,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                         )
                 if (
                     lines
-                    and not await write_with_retry(lines, metric_points=name == "sink-metrics")
-                    and name != "sink-dead-letters"
+                    and not await write_with_retry(lines, metric_points=metric_points)
+                    and topic is not dead_letters
                 ):
                     await dead_letter(
                         DeadLetter.of(
@@ -283,6 +286,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     sink_agent(
         approach_metrics, "sink-metrics",
         lambda raw: [approach_metrics_line(m) for m in METRICS_LIST.validate_json(raw)],
+        metric_points=True,
     )
     sink_agent(
         dead_letters, "sink-dead-letters",
