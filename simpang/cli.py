@@ -13,6 +13,7 @@ from rich.table import Table
 from simpang.schema import ALL_MEASUREMENTS
 from simpang.settings import Settings
 from simpang.site_file import SiteFileError, load_site
+from simulator.cli import scenario_app, simulate_app
 
 app = typer.Typer(
     help="Simpang: real-time smart-traffic stream processing.", no_args_is_help=True,
@@ -20,6 +21,8 @@ app = typer.Typer(
 )
 site_app = typer.Typer(help="Site files.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+app.add_typer(scenario_app, name="scenario")
+app.add_typer(simulate_app, name="simulate")
 console = Console()
 
 

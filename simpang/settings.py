@@ -70,6 +70,7 @@ class InfluxSettings(BaseModel):
 class TopicSettings(BaseModel):
     prefix: str = Field("", description="Prepended to every topic, to share one cluster.")
     sensor_readings: str = "sensor-readings"
+    camera_frames: str = "camera-frames"
     normalised_readings: str = "normalised-readings"
     approach_metrics: str = "approach-metrics"
     dead_letters: str = "dead-letters"

@@ -49,6 +49,7 @@ class Lane(_Model):
     saturation_flow_pcu_per_hour: float | None = Field(
         None, gt=0, le=3000, description="Measured saturation flow; overrides the PKJI estimate."
     )
+    sumo_lane: str | None = Field(None, description="The SUMO lane this lane is, when simulated.")
 
 
 class Approach(_Model):
@@ -57,6 +58,7 @@ class Approach(_Model):
     lanes: list[Lane] = Field(min_length=1)
     protected: bool = Field(True, description="Protected (no opposing flow) in its phase.")
     speed_limit_kmh: float = Field(40.0, gt=0, le=130)
+    sumo_edge: str | None = Field(None, description="The SUMO edge of this approach, if simulated.")
 
     @model_validator(mode="after")
     def _unique_lanes(self) -> Approach:
@@ -73,6 +75,11 @@ class Phase(_Model):
     all_red_s: float = Field(2.0, ge=0.0, le=10.0)
     pedestrian_walk_s: float = Field(0.0, ge=0)
     pedestrian_clearance_s: float = Field(0.0, ge=0)
+    sumo_state: str | None = Field(
+        None,
+        pattern=r"^[rRgGyYuoOs]+$",
+        description="SUMO signal state string of this phase's green (one letter per link).",
+    )
 
     @model_validator(mode="after")
     def _green_bounds(self) -> Phase:
@@ -90,13 +97,25 @@ class Plan(_Model):
 
 
 class Sensor(_Model):
+    """A field device on one lane.
+
+    In simulation a ``loop`` is an induction loop (SUMO E1) whose upstream edge is
+    ``distance_m`` before the stop line; a ``radar`` watches a zone (SUMO E2) of
+    ``zone_length_m`` ending ``distance_m`` before the stop line.
+    """
+
     device_id: Slug
     kind: Literal["loop", "radar", "counter"]
     approach: Slug
     lane: Slug
+    distance_m: float = Field(30.0, ge=0, le=1000, description="Upstream of the stop line.")
+    zone_length_m: float = Field(20.0, gt=0, le=300, description="Radar zone length.")
 
 
 class CountingLine(_Model):
+    """A line on the image, in pixels. Vehicles crossing it from its left to its right, as
+    seen on the image looking from ``start_xy`` to ``end_xy``, count as ``in``."""
+
     id: Slug
     start_xy: tuple[float, float]
     end_xy: tuple[float, float]
@@ -104,11 +123,33 @@ class CountingLine(_Model):
     lane: Slug | None = None
 
 
+class CameraView(_Model):
+    """Where a camera stands and looks, for the simulator's virtual camera.
+
+    The camera faces oncoming traffic of its approach: it stands ``downstream_m`` past the
+    middle of the stop line (on the far side of it) and ``lateral_m`` to the right of the
+    approach's centre line as seen by arriving drivers, ``height_m`` above the road, tilted
+    ``tilt_deg`` below the horizon.
+    """
+
+    downstream_m: float = Field(4.0, ge=-50, le=100)
+    lateral_m: float = Field(0.0, ge=-30, le=30)
+    height_m: float = Field(7.0, gt=1, le=60)
+    tilt_deg: float = Field(22.0, gt=0, lt=90)
+    fov_deg: float = Field(64.0, gt=10, lt=150, description="Horizontal field of view.")
+    width_px: int = Field(640, ge=64, le=7680)
+    height_px: int = Field(360, ge=64, le=4320)
+    fps: float = Field(10.0, gt=0, le=60)
+
+
 class Camera(_Model):
+    """A camera on one approach. Counting lines are in image pixels of ``view``'s size."""
+
     id: Slug
     source_url: str
     approach: Slug
     counting_lines: list[CountingLine] = Field(default_factory=list)
+    view: CameraView = Field(default_factory=CameraView)
 
 
 class Intersection(_Model):
@@ -121,6 +162,7 @@ class Intersection(_Model):
     plan: Plan
     sensors: list[Sensor] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)
+    sumo_tls: str | None = Field(None, description="The SUMO traffic light system, if simulated.")
 
     @model_validator(mode="after")
     def _references(self) -> Intersection:
@@ -137,6 +179,11 @@ class Intersection(_Model):
                     raise ValueError(
                         f"phase {phase.id!r}: approach {approach!r} has no {movement!r} lane"
                     )
+        states = {len(p.sumo_state) for p in self.phases if p.sumo_state is not None}
+        if len(states) > 1:
+            raise ValueError("phases' sumo_state strings differ in length (links of one tls)")
+        if self.sumo_tls is not None and any(p.sumo_state is None for p in self.phases):
+            raise ValueError(f"sumo_tls {self.sumo_tls!r} is set: every phase needs a sumo_state")
         phase_ids = {p.id for p in self.phases}
         if set(self.plan.greens_s) != phase_ids:
             raise ValueError(
@@ -184,12 +231,22 @@ class SensorLocation(_Model):
     kind: Literal["loop", "radar", "counter"]
 
 
+class Simulation(_Model):
+    """The SUMO scenario a site was imported from (see ``simpang scenario import``)."""
+
+    sumocfg: str = Field(description="SUMO configuration, relative to the site file.")
+    begin_s: float | None = Field(
+        None, ge=0, description="Simulated second to start at; the configuration's by default."
+    )
+
+
 class Site(_Model):
     id: Slug
     name: str
     timezone: str = Field("Asia/Makassar", description="IANA time zone of the site.")
     pcu_factors: PcuFactors = Field(default_factory=PcuFactors)
     intersections: list[Intersection] = Field(min_length=1)
+    simulation: Simulation | None = None
 
     @field_validator("timezone")
     @classmethod

@@ -1,2 +1,2 @@
-"""Simulation side: emulated field devices now; SUMO scenarios, virtual cameras and closed-loop
-evaluation as they land."""
+"""Simulation side: SUMO scenarios (import, bundled, runs with detectors and signal control),
+virtual cameras with ground truth, record/replay, and the field-device emulator."""

@@ -15,6 +15,7 @@ from simpang.settings import KafkaSettings, Settings
 
 APP_TOPICS = (
     "sensor_readings",
+    "camera_frames",
     "normalised_readings",
     "approach_metrics",
     "dead_letters",

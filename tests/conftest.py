@@ -187,3 +187,9 @@ def pipeline_factory(
     for pipeline in made:
         pipeline.stop_worker()
         pipeline.db.drop_database()
+
+
+@pytest.fixture(scope="session")
+def scenario_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where bundled SUMO scenarios are built, once per test session."""
+    return tmp_path_factory.mktemp("scenarios")
