@@ -351,8 +351,8 @@ class VirtualCamera:
             radius = max(1, round(60.0 / max(depth_m, 1.0)))
             front_lights = pixels[[0, 1]] * 0.8 + pixels[[4, 5]] * 0.2
             rear_lights = pixels[[3, 2]] * 0.8 + pixels[[7, 6]] * 0.2
-            facing_camera = np.linalg.norm(pixels[0] - pixels[3]) > 0 and (
-                (pixels[0, 1] + pixels[1, 1]) > (pixels[2, 1] + pixels[3, 1]))
+            # The front is nearer the bottom of the image than the rear: coming towards us.
+            facing_camera = (pixels[0, 1] + pixels[1, 1]) > (pixels[2, 1] + pixels[3, 1])
             lights = front_lights if facing_camera else rear_lights
             light_colour = (235, 250, 255) if facing_camera else (40, 40, 230)
             if vehicle.vehicle_class in (VehicleClass.MOTORCYCLE, VehicleClass.BICYCLE):

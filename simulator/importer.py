@@ -310,6 +310,7 @@ def _intersection(
         cameras.append(_camera(intersection_id, approach_id, edge, lanes))
 
     phases = []
+    greens: dict[str, float] = {}
     for number, green in enumerate(green_phases, start=1):
         served = sorted({
             f"{link_movement[i][0]}:{link_movement[i][1]}"
@@ -327,7 +328,7 @@ def _intersection(
             all_red_s=green.all_red_s,
             sumo_state=green.state,
         ))
-    greens = {phase.id: green_phases[int(phase.id[1:]) - 1].green_s for phase in phases}
+        greens[f"p{number}"] = green.green_s
     lost_s = sum(p.yellow_s + p.all_red_s for p in phases)
     offset_s = green_phases[0].offset_s
     cycle_s = sum(greens.values()) + lost_s

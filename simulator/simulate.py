@@ -106,12 +106,10 @@ async def run_simulation(
         t_s = run.step()
         summary.steps += 1
         t_run = t_s - begin
-        messages = [
-            StreamMessage(t_run, "sensor_readings", m.key, m.payload)
-            for m in run.messages_due()
-        ]
-        summary.reading_messages += len(messages)
-        summary.readings += sum(m.value.count(b'"device_id"') for m in messages)
+        due = run.messages_due()
+        messages = [StreamMessage(t_run, "sensor_readings", m.key, m.payload) for m in due]
+        summary.reading_messages += len(due)
+        summary.readings += sum(m.readings for m in due)
         if frames is not None:
             frame_messages = frames.frames_due(run, t_run)
             summary.frames += len(frame_messages)
