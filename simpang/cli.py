@@ -42,23 +42,41 @@ def demo(
     out: Annotated[Path, typer.Option(help="Where metrics.lp and summary.json go.")] = Path(
         "demo-out"
     ),
+    scenario: Annotated[str, typer.Option(
+        help="Bundled SUMO scenario (four_arm, t_junction, corridor) or a site file with a "
+             "simulation section.")] = "four_arm",
     speed: Annotated[float, typer.Option(help="Simulated seconds per wall second.")] = 30.0,
-    seed: Annotated[int, typer.Option(help="Random seed of the emulated devices.")] = 7,
+    begin: Annotated[str | None, typer.Option(
+        help="Simulate from this time of day, HH:MM, on the latest day it is past "
+             "(default: end now).")] = None,
+    seed: Annotated[int, typer.Option(help="SUMO's random seed (and the faults').")] = 7,
+    faults: Annotated[float, typer.Option(
+        help="Share of readings broken on purpose, to show the dead-letter path.")] = 0.01,
     live: Annotated[bool, typer.Option(help="Show the live terminal view.")] = True,
 ) -> None:
-    """Embedded broker + worker + emulated field devices for the demo site, live view."""
+    """Embedded broker + worker + a SUMO scenario's detectors, with a live view."""
     from simpang.demo import run_demo
+    from simulator.simulate import parse_time_of_day
+    from simulator.sumo_tools import SumoError
     from streams.embedded import ServerStartError
 
     try:
-        summary = run_demo(Settings(), duration_s=duration, out_dir=out, speed=speed, seed=seed,
+        begin_s = parse_time_of_day(begin) if begin is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--begin") from None
+    if not 0.0 <= faults <= 1.0:
+        raise typer.BadParameter("must be within [0, 1]", param_hint="--faults")
+    try:
+        summary = run_demo(Settings(), scenario=scenario, duration_s=duration, out_dir=out,
+                           speed=speed, seed=seed, begin_s=begin_s, fault_fraction=faults,
                            live=live, console=console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: broker and worker stopped[/yellow]")
         raise typer.Exit(130) from None
-    except ServerStartError as exc:
+    except (ServerStartError, SumoError) as exc:
         console.print(f"could not start: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
+    console.print()
     console.print_json(json.dumps(summary))
 
 

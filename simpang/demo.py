@@ -1,9 +1,12 @@
-"""``simpang demo``: an embedded broker, one worker and emulated field devices for the demo
-site, replayed faster than real time so that the simulated clock ends at *now*, with a live
-terminal view of per-approach flows.
+"""``simpang demo``: an embedded broker, one worker, and a bundled SUMO scenario whose loop
+detectors and radars publish to it, run faster than real time so that the simulated clock ends
+at *now* (or over a chosen time of day), with a live terminal view of per-approach flows and
+the signal phase each intersection is in.
 
-Everything it starts is stopped on the way out (normal end, ``--duration``, Ctrl-C or an
-error), and every child dies with it even if it is killed outright.
+About 1 % of readings are broken on purpose (:class:`simulator.faults.FaultInjector`) so the
+dead-letter path shows too. Everything it starts is stopped on the way out (normal end,
+``--duration``, Ctrl-C or an error), and every child dies with it even if it is killed
+outright.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -27,10 +33,19 @@ from rich.text import Text
 
 from simpang.records import METRICS_LIST, ApproachMetrics, DeadLetter, HealthSample
 from simpang.settings import Settings
-from simpang.site_file import load_site
-from simulator.emulator import FieldDeviceEmulator
+from simulator.faults import DeviceMessage, FaultInjector
+from simulator.simulate import (
+    ResolvedScenario,
+    latest_day_ending_before,
+    resolve_scenario,
+    run_simulation,
+)
+from simulator.stream_io import KafkaSink, StreamMessage
+from simulator.sumo_run import SumoRun
 from streams.embedded import TansuBroker, popen_child, stop_process
 from streams.kafka import aiokafka_kwargs, ensure_topics
+
+DETECTOR_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -42,24 +57,63 @@ class DemoState:
     metrics_received: int = 0
     metric_points_written: int = 0
     latest: dict[tuple[str, str], ApproachMetrics] = field(default_factory=dict)
+    phases: dict[str, str] = field(default_factory=dict)
     sim_time: datetime | None = None
     last_metric_wall: float = 0.0
+
+
+def demo_window(
+    now: datetime, simulated_s: float, timezone: str, *, begin_s: float | None = None,
+    interval_s: float = DETECTOR_INTERVAL_S,
+) -> tuple[datetime, float]:
+    """``(day, begin_s)``: the local midnight and the second of that day the demo starts at.
+
+    Without ``begin_s`` the span ends at most one detector interval before ``now`` (it
+    starts on an interval boundary, so every reading covers a whole interval); a span that
+    would start before midnight covers the first ``simulated_s`` of yesterday instead. With
+    ``begin_s`` (a time of day) it is the latest day on which the whole span is past.
+
+    >>> now = datetime(2026, 11, 24, 9, 0, 10, tzinfo=UTC)  # 17:00:10 in Makassar
+    >>> day, begin = demo_window(now, 1800, "Asia/Makassar")
+    >>> day.isoformat(), begin / 3600
+    ('2026-11-24T00:00:00+08:00', 16.5)
+    >>> day, begin = demo_window(now, 1800, "Asia/Makassar", begin_s=17 * 3600)
+    >>> day.isoformat(), begin / 3600
+    ('2026-11-23T00:00:00+08:00', 17.0)
+    """
+    if begin_s is not None:
+        return latest_day_ending_before(now, begin_s + simulated_s, timezone), begin_s
+    local = now.astimezone(ZoneInfo(timezone))
+    midnight = datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(timezone))
+    start_s = (now - midnight).total_seconds() - simulated_s
+    if start_s < 0:
+        return latest_day_ending_before(now, simulated_s, timezone), 0.0
+    return midnight, math.floor(start_s / interval_s) * interval_s
 
 
 def run_demo(
     settings: Settings,
     *,
+    scenario: str,
     duration_s: float,
     out_dir: Path,
     speed: float,
     seed: int,
+    begin_s: float | None = None,
+    fault_fraction: float = 0.01,
     live: bool,
     console: Console,
 ) -> dict[str, Any]:
-    site = load_site(settings.site_file)
+    resolved = resolve_scenario(scenario, settings.data_dir / "scenarios")
     out_dir.mkdir(parents=True, exist_ok=True)
     lp_file = (out_dir / "metrics.lp").resolve()
     lp_file.unlink(missing_ok=True)
+    simulated_s = duration_s * speed
+    day, begin = demo_window(datetime.now(UTC), simulated_s, resolved.site.timezone,
+                             begin_s=begin_s)
+    run = SumoRun(resolved.site, resolved.sumocfg, (out_dir / "sumo").resolve(), seed=seed,
+                  begin_s=begin, end_s=begin + simulated_s, interval_s=DETECTOR_INTERVAL_S,
+                  day=day)
     state = DemoState()
     started = time.monotonic()
     with TansuBroker() as broker:
@@ -67,28 +121,36 @@ def run_demo(
         worker_env.update(
             SIMPANG_KAFKA__BROKERS=broker.bootstrap,
             SIMPANG_APP_ID="simpang-demo",
+            SIMPANG_SITE_FILE=str(resolved.site_file.resolve()),
             SIMPANG_DATA_DIR=str((out_dir / "data").resolve()),
             SIMPANG_HEALTH_INTERVAL_S="1",
             SIMPANG_INFLUX__LINE_PROTOCOL_FILE=str(lp_file),
         )
-        demo_settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update={"brokers": broker.bootstrap})}
-        )
+        demo_settings = settings.model_copy(update={
+            "kafka": settings.kafka.model_copy(update={"brokers": broker.bootstrap}),
+            "site_file": resolved.site_file,
+        })
         asyncio.run(ensure_topics(demo_settings))
         with (out_dir / "worker.log").open("wb") as worker_log:
             worker = popen_child(
                 [sys.executable, "-m", "simpang", "worker"], env=worker_env, stdout=worker_log
             )
+            faults = FaultInjector(fraction=fault_fraction, seed=seed)
             try:
                 asyncio.run(
-                    _drive(demo_settings, site.id, FieldDeviceEmulator(site, seed=seed), state,
-                           duration_s=duration_s, speed=speed, live=live, console=console,
-                           worker_alive=lambda: worker.poll() is None)
+                    _drive(demo_settings, resolved, run, faults, state, speed=speed, live=live,
+                           console=console, worker_alive=lambda: worker.poll() is None)
                 )
             finally:
                 worker_exit = stop_process(worker, timeout_s=20.0)
     summary = {
+        "scenario": resolved.name,
+        "site": resolved.site.id,
+        "simulated_from": run.timestamp(begin).isoformat(),
+        "simulated_s": round(simulated_s),
+        "sensors": sum(len(i.sensors) for i in resolved.site.intersections),
         "readings_in": state.readings_sent,
+        "faults_injected": faults.injected,
         "metrics_points": state.metric_points_written if settings.influx.url
         else _count_metric_lines(lp_file),
         "dead_letters": state.dead_letters,
@@ -96,7 +158,6 @@ def run_demo(
         "metrics_emitted": state.metrics_received,
         "messages_sent": state.messages_sent,
         "wall_s": round(time.monotonic() - started, 1),
-        "simulated_s": round(duration_s * speed),
         "sink": settings.influx.url or str(lp_file),
         "worker_exit_code": worker_exit,
     }
@@ -104,66 +165,76 @@ def run_demo(
     return summary
 
 
+class _FaultySink:
+    """Publishes detector readings with a few broken on purpose, counting what it sends."""
+
+    def __init__(self, kafka: KafkaSink, faults: FaultInjector, state: DemoState) -> None:
+        self._kafka = kafka
+        self._faults = faults
+        self._state = state
+
+    async def send(self, message: StreamMessage) -> None:
+        readings = len(json.loads(message.value))
+        for sent in self._faults.apply([DeviceMessage(message.key, message.value, readings)]):
+            await self._kafka.send(StreamMessage(message.t_s, message.topic, sent.key,
+                                                 sent.payload))
+            self._state.readings_sent += sent.readings
+            self._state.messages_sent += 1
+
+    async def close(self) -> None:
+        await self._kafka.close()
+
+
 async def _drive(
     settings: Settings,
-    site_id: str,
-    emulator: FieldDeviceEmulator,
+    scenario: ResolvedScenario,
+    run: SumoRun,
+    faults: FaultInjector,
     state: DemoState,
     *,
-    duration_s: float,
     speed: float,
     live: bool,
     console: Console,
-    worker_alive: Any,
+    worker_alive: Callable[[], bool],
 ) -> None:
-    kafka = aiokafka_kwargs(settings.kafka)
-    producer = AIOKafkaProducer(**kafka, linger_ms=5)
     consumer = AIOKafkaConsumer(
         settings.topics.name("approach_metrics"),
         settings.topics.name("dead_letters"),
         settings.topics.name("pipeline_health"),
-        **kafka,
+        **aiokafka_kwargs(settings.kafka),
         group_id=None,
         auto_offset_reset="earliest",
     )
-    await producer.start()
+    kafka = KafkaSink(settings)
+    await kafka.start()
     await consumer.start()
+    sink = _FaultySink(kafka, faults, state)
     watcher = asyncio.create_task(_watch(consumer, settings, state))
-    interval = timedelta(seconds=emulator.interval_s)
-    now = datetime.now(UTC).replace(microsecond=0)
-    sim_start = now - timedelta(seconds=duration_s * speed)
-    wall_start = time.monotonic()
+    title = f"{scenario.site.name} ({scenario.name})"
+    zone = ZoneInfo(scenario.site.timezone)
     try:
-        with Live(_view(state, site_id), console=console, auto_refresh=False,
+        with Live(_view(state, title, zone), console=console, auto_refresh=False,
                   transient=not live, redirect_stdout=False) as view:
-            step = 1
-            while True:
-                sim_ts = sim_start + step * interval
-                if sim_ts > now:
-                    break
-                await asyncio.sleep(
-                    max(0.0, wall_start + step * emulator.interval_s / speed - time.monotonic())
-                )
+
+            def on_interval(t_s: float, _: object) -> None:
                 if not worker_alive():
                     raise RuntimeError("the worker stopped unexpectedly; see worker.log")
-                for message in emulator.messages_at(sim_ts):
-                    await producer.send(
-                        settings.topics.name("sensor_readings"), message.payload,
-                        key=message.key.encode(),
-                    )
-                    state.readings_sent += message.readings
-                    state.messages_sent += 1
-                state.sim_time = sim_ts
-                step += 1
+                state.sim_time = run.timestamp(t_s)
+                if run.signals is not None:
+                    state.phases = {i: run.signals.current_phase(i)
+                                    for i in run.signals.intersections}
                 if live:
-                    view.update(_view(state, site_id), refresh=True)
-            await producer.flush()
+                    view.update(_view(state, title, zone), refresh=True)
+
+            with run:
+                await run_simulation(run, [sink], speed=speed, on_interval=on_interval)
+            await sink.close()
             quiet_since = time.monotonic()
             deadline = time.monotonic() + settings.windows.grace_s / speed + 20.0
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
                 if live:
-                    view.update(_view(state, site_id), refresh=True)
+                    view.update(_view(state, title, zone), refresh=True)
                 if state.last_metric_wall > quiet_since:
                     quiet_since = state.last_metric_wall
                 if time.monotonic() - quiet_since > 3.0 + settings.windows.grace_s:
@@ -172,13 +243,13 @@ async def _drive(
             while (state.metric_points_written < state.metrics_received
                    and time.monotonic() < sink_deadline):
                 await asyncio.sleep(0.25)
-            view.update(_view(state, site_id), refresh=True)
+            view.update(_view(state, title, zone), refresh=True)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await consumer.stop()
-        await producer.stop()
+        await kafka.close()
 
 
 async def _watch(consumer: AIOKafkaConsumer, settings: Settings, state: DemoState) -> None:
@@ -203,14 +274,15 @@ async def _watch(consumer: AIOKafkaConsumer, settings: Settings, state: DemoStat
             state.dead_letter_reasons[reason] = state.dead_letter_reasons.get(reason, 0) + 1
 
 
-def _view(state: DemoState, site_id: str) -> Group:
+def _view(state: DemoState, title: str, zone: ZoneInfo) -> Group:
     clock = state.sim_time.isoformat() if state.sim_time else "starting"
+    phases = " · ".join(f"{i} {p}" for i, p in sorted(state.phases.items()))
     header = Text(
-        f"Simpang demo · site {site_id} · simulated time {clock} · readings sent "
+        f"Simpang demo · {title} · simulated time {clock} · readings sent "
         f"{state.readings_sent} · window metrics {state.metrics_received} · dead letters "
-        f"{state.dead_letters}"
+        f"{state.dead_letters}\nsignals: {phases or '-'}"
     )
-    table = Table(title="Latest 60 s window per approach")
+    table = Table(title="Latest 60 s window per approach (site local time)")
     for column in ("intersection", "approach", "window end", "veh/h", "PCU/h", "occupancy %",
                    "speed km/h", "motorcycles %"):
         table.add_column(column, justify="right" if column[0].islower() and " " in column
@@ -219,7 +291,7 @@ def _view(state: DemoState, site_id: str) -> Group:
         vehicles = sum(m.counts.values())
         motorcycles = m.counts.get("motorcycle", 0)  # type: ignore[call-overload]
         table.add_row(
-            intersection, approach, m.window_end.strftime("%H:%M:%S"),
+            intersection, approach, m.window_end.astimezone(zone).strftime("%H:%M:%S"),
             f"{m.flow_veh_per_hour:.0f}", f"{m.flow_pcu_per_hour:.0f}",
             f"{m.occupancy_pct:.1f}" if m.occupancy_pct is not None else "-",
             f"{m.mean_speed_kmh:.1f}" if m.mean_speed_kmh is not None else "-",

@@ -26,12 +26,12 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _parse_clock(text: str) -> float:
-    """``HH:MM`` or ``HH:MM:SS`` → seconds since midnight."""
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) not in (2, 3) or not 0 <= parts[0] <= 24 or not all(0 <= p < 60 for p in
-                                                                        parts[1:]):
-        raise typer.BadParameter(f"{text!r} is not a time of day like 07:30")
-    return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) == 3 else 0)
+    from simulator.simulate import parse_time_of_day
+
+    try:
+        return parse_time_of_day(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @scenario_app.command("import")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from simpang.site import Site
 from simpang.vehicles import VehicleClass
+from simulator.faults import DeviceMessage, FaultInjector
 
 CLASS_MIX = {
     VehicleClass.MOTORCYCLE: 0.68,
@@ -51,15 +51,6 @@ def demand_factor(local_hour: float) -> float:
     return 0.12 + daytime + morning + evening
 
 
-@dataclass(frozen=True)
-class DeviceMessage:
-    """One Kafka message: a batch for one intersection (or a deliberately broken payload)."""
-
-    key: str
-    payload: bytes
-    readings: int
-
-
 class FieldDeviceEmulator:
     def __init__(
         self,
@@ -75,6 +66,7 @@ class FieldDeviceEmulator:
         self.base_flow = base_flow_veh_per_hour_per_lane
         self.bad_fraction = bad_fraction
         self.rng = np.random.default_rng(seed)
+        self.faults = FaultInjector(fraction=bad_fraction, seed=self.rng)
         self.zone = ZoneInfo(site.timezone)
         self.classes = list(CLASS_MIX)
         self.mix = np.array([CLASS_MIX[c] for c in self.classes])
@@ -85,19 +77,12 @@ class FieldDeviceEmulator:
         factor = demand_factor(local.hour + local.minute / 60 + local.second / 3600)
         messages = []
         for intersection in self.site.intersections:
-            batch: list[dict[str, object]] = []
-            for sensor in intersection.sensors:
-                reading = self._reading(sensor.device_id, sensor.kind, ts_end, factor)
-                if self.rng.random() < self.bad_fraction:
-                    if self.rng.random() < 0.25:
-                        messages.append(DeviceMessage(intersection.id, b'{"device_id": "', 1))
-                        continue
-                    reading = self._corrupt(reading)
-                batch.append(reading)
+            batch = [self._reading(sensor.device_id, sensor.kind, ts_end, factor)
+                     for sensor in intersection.sensors]
             if batch:
                 payload = json.dumps(batch, separators=(",", ":")).encode()
                 messages.append(DeviceMessage(intersection.id, payload, len(batch)))
-        return messages
+        return self.faults.apply(messages)
 
     def _reading(
         self, device_id: str, kind: str, ts_end: datetime, factor: float
@@ -122,13 +107,3 @@ class FieldDeviceEmulator:
             "occupancy_pct": round(occupancy_pct, 2),
             "speed_kmh": round(speed_kmh, 1) if total else None,
         }
-
-    def _corrupt(self, reading: dict[str, object]) -> dict[str, object]:
-        fault = int(self.rng.integers(0, 4))
-        if fault == 0:
-            return {**reading, "device_id": "unregistered-device"}
-        if fault == 1:
-            return {**reading, "occupancy_pct": 140.0}
-        if fault == 2:
-            return {k: v for k, v in reading.items() if k != "ts"}
-        return {**reading, "count": -3}

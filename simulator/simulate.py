@@ -49,6 +49,22 @@ def resolve_scenario(scenario: str, cache_dir: Path) -> ResolvedScenario:
     return ResolvedScenario(site_file.stem, site, site_file, sumocfg)
 
 
+def parse_time_of_day(text: str) -> float:
+    """``HH:MM`` or ``HH:MM:SS`` → seconds since midnight.
+
+    >>> parse_time_of_day("07:30")
+    27000
+    """
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        parts = []
+    if (len(parts) not in (2, 3) or not 0 <= parts[0] <= 24
+            or not all(0 <= p < 60 for p in parts[1:])):
+        raise ValueError(f"{text!r} is not a time of day like 07:30")
+    return parts[0] * 3600 + parts[1] * 60 + (parts[2] if len(parts) == 3 else 0)
+
+
 def latest_day_ending_before(now: datetime, end_s: float, timezone: str) -> datetime:
     """Local midnight of the latest day on which simulated second ``end_s`` is not in the
     future, so published timestamps are never ahead of the clock.

@@ -29,9 +29,15 @@ from xml.sax.saxutils import quoteattr
 from simpang.site import Sensor, Site
 from simpang.vehicles import VehicleClass
 from simulator.demand import class_of_vclass
-from simulator.emulator import DeviceMessage
+from simulator.faults import DeviceMessage
 from simulator.signals import FixedTime, SignalController, Signals
-from simulator.sumo_tools import SumoConfig, SumoError, ensure_sumo_home, read_sumocfg
+from simulator.sumo_tools import (
+    SumoConfig,
+    SumoError,
+    ensure_sumo_home,
+    read_sumocfg,
+    redirect_outputs,
+)
 
 DETECTOR_FILE = "detectors.add.xml"
 DETECTOR_OUTPUT = "detectors.out.xml"
@@ -136,7 +142,10 @@ class SumoRun:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         detector_file = self.work_dir / DETECTOR_FILE
         detector_file.write_text(self._detector_xml(), encoding="utf-8")
-        additional = [str(p) for p in self.config.additional_files] + [str(detector_file)]
+        outputs = self.work_dir / "scenario-outputs"
+        additional = [
+            str(redirect_outputs(p, outputs)) for p in self.config.additional_files
+        ] + [str(detector_file)]
         args = [
             "sumo", "-c", str(self.config.path),
             "--seed", str(self.seed),
@@ -146,6 +155,9 @@ class SumoRun:
             "--no-step-log", "true", "--no-warnings", "true",
             "--duration-log.disable", "true",
         ]
+        for option, value in self.config.output_options.items():
+            if option != "tripinfo-output":
+                args += [f"--{option}", str(outputs / Path(value).name)]
         if self.end_s is not None:
             args += ["--end", f"{self.end_s:g}"]
         try:

@@ -61,6 +61,9 @@ class SumoConfig:
     begin_s: float = 0.0
     end_s: float | None = None
     step_length_s: float = 1.0
+    # Output files the configuration asks for (``…-output`` options, names as written), which
+    # a run sends to its own directory.
+    output_options: dict[str, str] = field(default_factory=dict)
 
 
 def read_sumocfg(path: str | Path) -> SumoConfig:
@@ -77,11 +80,14 @@ def read_sumocfg(path: str | Path) -> SumoConfig:
     except (OSError, ET.ParseError) as exc:
         raise SumoError(f"{path}: cannot read SUMO configuration: {exc}") from None
     values: dict[str, str] = {}
+    outputs: dict[str, str] = {}
     for section in root:
         for option in section:
             value = option.get("value")
             if value is not None:
                 values[option.tag] = value
+                if option.tag.endswith("-output") and value.strip():
+                    outputs[option.tag] = value
 
     def files(key: str) -> list[Path]:
         raw = values.get(key, "")
@@ -100,7 +106,51 @@ def read_sumocfg(path: str | Path) -> SumoConfig:
         begin_s=float(values.get("begin", 0)),
         end_s=float(values["end"]) if "end" in values else None,
         step_length_s=float(values.get("step-length", 1.0)),
+        output_options=outputs,
     )
+
+
+# Elements of additional files that write output, and the attribute naming the file.
+OUTPUT_ATTRIBUTES = {
+    "inductionLoop": "file", "e1Detector": "file", "instantInductionLoop": "file",
+    "laneAreaDetector": "file", "e2Detector": "file", "entryExitDetector": "file",
+    "e3Detector": "file", "edgeData": "file", "laneData": "file", "routeProbe": "file",
+    "vTypeProbe": "file", "timedEvent": "dest", "calibrator": "output",
+}
+
+
+def redirect_outputs(additional_file: Path, out_dir: Path) -> Path:
+    """``additional_file``, or a copy of it in ``out_dir`` whose outputs are written to
+    ``out_dir`` too, so that running someone else's scenario never writes next to its files
+    (which may be an installed package).
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> game = game_scenario("cross").parent
+    >>> copy = redirect_outputs(game / "input_additional.add.xml", out)
+    >>> copy.parent == out, ET.parse(copy).getroot()[0].get("dest") == str(out / "tlsstate.xml")
+    (True, True)
+    >>> programme = game / "cross" / "cross.tls.add.xml"
+    >>> redirect_outputs(programme, out) == programme
+    True
+    """
+    try:
+        tree = ET.parse(additional_file)
+    except (OSError, ET.ParseError) as exc:
+        raise SumoError(f"{additional_file}: cannot read additional file: {exc}") from None
+    changed = False
+    for element in tree.iter():
+        attribute = OUTPUT_ATTRIBUTES.get(element.tag)
+        target = element.get(attribute) if attribute else None
+        if attribute and target and target not in ("NUL", "/dev/null"):
+            element.set(attribute, str(out_dir / Path(target).name))
+            changed = True
+    if not changed:
+        return additional_file
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy = out_dir / f"redirected.{additional_file.name}"
+    tree.write(copy, encoding="unicode")
+    return copy
 
 
 def game_scenario(name: str) -> Path:

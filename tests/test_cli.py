@@ -39,7 +39,7 @@ def test_help_lists_the_commands() -> None:
     assert result.exit_code == 0
     for command, summary in [
         ("worker", "Run one stream-processing worker"),
-        ("demo", "Embedded broker + worker + emulated field devices"),
+        ("demo", "Embedded broker + worker + a SUMO scenario's detectors"),
         ("site", "Site files."),
         ("schema", "Print the InfluxDB measurement schema"),
         ("settings", "Print the effective settings as JSON, secrets redacted."),

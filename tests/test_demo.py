@@ -16,6 +16,7 @@ import pytest
 import urllib3
 
 from dashboards.influxql import InfluxQL
+from simulator.bundled import build_scenario
 from streams.embedded import InfluxDB1Server
 from tests.influx_v2_forwarder import InfluxV2WriteForwarder
 
@@ -54,10 +55,18 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-def run_demo(out: Path, duration_s: float, **env: str) -> dict[str, object]:
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demos' data directory: SUMO scenarios are built into its ``scenarios``."""
+    return tmp_path_factory.mktemp("demo-data")
+
+
+def run_demo(out: Path, data_dir: Path, duration_s: float, *options: str,
+             **env: str) -> dict[str, object]:
+    env = {"SIMPANG_DATA_DIR": str(data_dir), **env}
     result = subprocess.run(
         [sys.executable, "-m", "simpang", "demo", "--duration", str(duration_s), "--out",
-         str(out), "--no-live"],
+         str(out), "--no-live", *options],
         env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -68,21 +77,33 @@ def run_demo(out: Path, duration_s: float, **env: str) -> dict[str, object]:
 
 
 def test_demo_writes_line_protocol_that_loads_into_influxdb(
-    tmp_path: Path, influxdb: InfluxDB1Server
+    tmp_path: Path, influxdb: InfluxDB1Server, data_dir: Path
 ) -> None:
-    summary = run_demo(tmp_path, 12)
+    summary = run_demo(tmp_path, data_dir, 12, "--faults", "0.05")
     assert summary["worker_exit_code"] == 0
-    readings_in = summary["readings_in"]
-    assert isinstance(readings_in, int) and readings_in > 100
-    # The emulator corrupts about 1 % of messages; every one is a dead letter with a reason.
+    # The default scenario's detectors, every one of them every 30 simulated seconds.
+    site = build_scenario("four_arm", data_dir / "scenarios").site()
+    assert summary["scenario"] == "four_arm" and summary["site"] == site.id
+    sensors = sum(len(i.sensors) for i in site.intersections)
+    assert summary["sensors"] == sensors
+    assert summary["simulated_s"] == 12 * 30
+    assert summary["readings_in"] == sensors * 12
+    # Every reading broken on purpose is a dead letter with a reason, and nothing else is.
     reasons = summary["dead_letter_reasons"]
     assert isinstance(reasons, dict) and sum(reasons.values()) == summary["dead_letters"]
-    assert set(reasons) <= {"malformed", "invalid", "unknown_device", "late"}
+    assert set(reasons) <= {"malformed", "invalid", "unknown_device"}
+    faults = summary["faults_injected"]
+    assert isinstance(faults, int) and faults > 0
+    assert summary["dead_letters"] == faults
 
     lines = (tmp_path / "metrics.lp").read_text().splitlines()
     metric_lines = [line for line in lines if line.startswith("approach_metrics,")]
     assert len(metric_lines) == summary["metrics_points"] == summary["metrics_emitted"]
     assert len(metric_lines) > 0
+    approaches = {(i.id, a.id) for i in site.intersections for a in i.approaches}
+    seen = {(tag(line, "intersection"), tag(line, "approach")) for line in metric_lines}
+    assert seen == approaches
+    assert all(tag(line, "site") == site.id for line in metric_lines)
 
     database = f"demo{uuid.uuid4().hex[:8]}"
     db = InfluxQL(influxdb.url, database)
@@ -101,30 +122,42 @@ def test_demo_writes_line_protocol_that_loads_into_influxdb(
         db.drop_database()
 
 
+def tag(line: str, key: str) -> str:
+    """A tag's value in a line-protocol line."""
+    series = line.split(" ", 1)[0]
+    return dict(part.split("=", 1) for part in series.split(",")[1:])[key]
+
+
 def test_demo_writes_to_influxdb_when_the_url_is_set(
-    tmp_path: Path, influx_forwarder: InfluxV2WriteForwarder
+    tmp_path: Path, influx_forwarder: InfluxV2WriteForwarder, data_dir: Path
 ) -> None:
     database = f"demo{uuid.uuid4().hex[:8]}"
     db = InfluxQL(influx_forwarder.target_url, database)
     db.create_database()
     try:
         summary = run_demo(
-            tmp_path, 10, SIMPANG_INFLUX_URL=influx_forwarder.url, SIMPANG_INFLUX_BUCKET=database,
+            tmp_path, data_dir, 10, "--scenario", "corridor", "--begin", "07:00",
+            SIMPANG_INFLUX_URL=influx_forwarder.url, SIMPANG_INFLUX_BUCKET=database,
             SIMPANG_INFLUX_TOKEN="demo-token-not-logged",
         )
         assert not (tmp_path / "metrics.lp").exists()
         counted = db.rows("SELECT count(readings) AS n FROM approach_metrics")
         assert counted[0]["n"] == summary["metrics_points"] == summary["metrics_emitted"]
+        # The corridor's three intersections, at the morning peak of a past day.
+        assert str(summary["simulated_from"]).endswith("T07:00:00+08:00")
+        intersections = db.rows('SHOW TAG VALUES FROM approach_metrics WITH KEY = "intersection"')
+        assert sorted(row["value"] for row in intersections) == ["J1", "J2", "J3"]
         assert "demo-token-not-logged" not in (tmp_path / "worker.log").read_text()
     finally:
         db.drop_database()
 
 
-def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+def test_ctrl_c_stops_everything(tmp_path: Path, data_dir: Path) -> None:
     demo = subprocess.Popen(
         [sys.executable, "-m", "simpang", "demo", "--duration", "120", "--out", str(tmp_path),
          "--no-live"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "SIMPANG_DATA_DIR": str(data_dir)},
     )
     try:
         deadline = time.monotonic() + 60
@@ -144,3 +177,21 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--scenario", "no_such_place"], "neither a bundled scenario"),
+    (["--begin", "25:00"], "not a time of day"),
+    (["--faults", "1.5"], "within [0, 1]"),
+])
+def test_bad_options_are_refused_before_anything_starts(
+    tmp_path: Path, options: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simpang", "demo", "--out", str(tmp_path), "--no-live", *options],
+        env={**os.environ, "SIMPANG_DATA_DIR": str(tmp_path / "data")}, cwd=REPO,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode in (1, 2), result
+    assert message in " ".join((result.stdout + result.stderr).split())
+    assert not (tmp_path / "summary.json").exists()

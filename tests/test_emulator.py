@@ -13,7 +13,8 @@ from simpang.records import RejectReason
 from simpang.settings import DEMO_SITE_FILE
 from simpang.site import Site
 from simpang.site_file import load_site
-from simulator.emulator import CLASS_MIX, DeviceMessage, FieldDeviceEmulator, demand_factor
+from simulator.emulator import CLASS_MIX, FieldDeviceEmulator, demand_factor
+from simulator.faults import DeviceMessage
 from streams.ingest import ReadingValidator
 
 MALFORMED = b'{"device_id": "'

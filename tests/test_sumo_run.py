@@ -17,8 +17,10 @@ from simpang.records import SensorReading
 from simpang.site import Plan, Site
 from simulator.bundled import build_scenario
 from simulator.camera import CameraRig, Conditions, ground_centres
+from simulator.importer import import_sumocfg
 from simulator.signals import PlanSchedule, Signals, program_phases
 from simulator.sumo_run import DETECTOR_OUTPUT, SumoRun, read_outcomes
+from simulator.sumo_tools import game_scenario
 
 DAY = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Makassar"))
 SEVEN_AM = 7 * 3600
@@ -287,3 +289,38 @@ def test_phase_decision_keeps_the_running_minimum_green(scenario_cache: Path,
     assert controller.asked_in == "p1"
     minimum = next(p.min_green_s for p in built.site().intersections[0].phases if p.id == "p1")
     assert p1_samples * 0.5 == minimum
+
+
+def test_running_a_scenario_simpang_did_not_write_leaves_its_files_alone(
+    tmp_path: Path,
+) -> None:
+    """SUMO's game scenarios write outputs next to their files (inside the installed package);
+    a run sends them, and the configuration's own outputs, to its work directory."""
+    game_dir = game_scenario("cross").parent
+    config = tmp_path / "scenario" / "cross.sumocfg"
+    config.parent.mkdir()
+    text = game_scenario("cross").read_text()
+    # The same scenario with absolute inputs and an output of the configuration's own.
+    for name in ("cross/cross.net.xml", "cross/cross.rou.xml", "cross/cross.tls.add.xml",
+                 "cross/cross.settings.xml", "input_additional.add.xml"):
+        text = text.replace(name, str(game_dir / name))
+    assert str(game_dir / "cross/cross.net.xml") in text
+    config.write_text(text.replace("<time>", '<output><summary-output value="summary.xml"/>'
+                                            "</output><time>"))
+    site = import_sumocfg(config, site_id="cross", site_file_dir=tmp_path).site
+
+    def listing() -> dict[str, float]:
+        return {str(p): p.stat().st_mtime for d in (game_dir, config.parent)
+                for p in d.rglob("*") if p.is_file()}
+
+    before = listing()
+    work = tmp_path / "work"
+    readings = 0
+    with SumoRun(site, config, work, begin_s=0, end_s=120, interval_s=60, day=DAY) as run:
+        while not run.finished():
+            run.step()
+            readings += sum(m.readings for m in run.messages_due())
+    assert listing() == before
+    assert readings == 2 * sum(len(i.sensors) for i in site.intersections)
+    written = {p.name for p in (work / "scenario-outputs").iterdir()}
+    assert {"tlsstate.xml", "netstate.xml", "summary.xml"} <= written
