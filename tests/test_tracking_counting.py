@@ -6,6 +6,7 @@ import numpy as np
 
 from detectors.counting import CounterSettings, Line, LineCounter
 from detectors.detections import DETECTED_CLASSES, Detections
+from detectors.mot_metrics import MotAccumulator
 from detectors.tracker import ByteTracker, Tracks
 from simpang.vehicles import VehicleClass
 
@@ -129,3 +130,19 @@ def test_turning_movements_from_one_line_to_another() -> None:
         counter.update(tracks_at([(5, x, y)]))
     assert [(m.from_line, m.to_line, m.track_id) for m in counter.movements] == [
         ("north-in", "east-out", 5)]
+
+
+def test_mot_metrics_count_misses_false_positives_and_switches() -> None:
+    acc = MotAccumulator()
+    a, b = np.array([[0.0, 0, 10, 10]]), np.array([[50.0, 50, 60, 60]])
+    far = np.array([[200.0, 200, 210, 210]])
+    acc.update(np.array([1, 2]), np.vstack([a, b]), np.array([10, 20]), np.vstack([a, b]))
+    acc.update(np.array([1, 2]), np.vstack([a, b]), np.array([10]), a)  # 2 missed
+    acc.update(np.array([1]), a, np.array([10, 30]), np.vstack([a, far]))  # 30 is false
+    acc.update(np.array([1, 2]), np.vstack([a, b]), np.array([20, 10]), np.vstack([a, b]))
+    summary = acc.summary()
+    assert (summary.ground_truth, summary.predictions, summary.matches) == (7, 7, 6)
+    assert (summary.misses, summary.false_positives, summary.id_switches) == (1, 1, 2)
+    assert summary.mota == round(1 - (1 + 1 + 2) / 7, 4)
+    # Best one-to-one id pairing: 1↔10 (3 frames), 2↔20 (1 frame): IDTP 4 of 7 + 7.
+    assert summary.idf1 == round(2 * 4 / 14, 4)
