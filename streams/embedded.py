@@ -5,8 +5,10 @@ Every child runs in its own session (a terminal Ctrl-C reaches only Simpang, whi
 children in order) and asks the kernel to SIGKILL it if its parent dies, so no server
 outlives the process that started it, whatever the way that process ends.
 
->>> with TansuBroker() as broker:        # doctest: +SKIP
-...     print(broker.bootstrap)          # 127.0.0.1:PORT
+Usage (the tests start each of these for real)::
+
+    with TansuBroker() as broker:
+        print(broker.bootstrap)          # 127.0.0.1:PORT
 """
 
 from __future__ import annotations
