@@ -20,7 +20,8 @@ Turning movements: a track that crosses one line and later another yields a move
 >>> events = []
 >>> for y in [80, 90, 99, 101, 99, 102, 110, 120, 130, 140]:  # jitter on the line
 ...     events += counter.update(Tracks(np.array([[40, y - 30, 60, y]], np.float32),
-...                              np.array([0.9], np.float32), np.array([1]), np.array([7])))
+...                              np.array([0.9], np.float32), np.array([1]), np.array([7]))
+...                              ).crossings
 >>> [(e.line_id, e.track_id, e.direction) for e in events]
 [('stop', 7, 'in')]
 """
@@ -66,6 +67,14 @@ class MovementEvent:
     frame: int
 
 
+@dataclass(frozen=True)
+class FrameCounts:
+    """What one frame completed: line crossings, and turning movements."""
+
+    crossings: list[CountEvent]
+    movements: list[MovementEvent]
+
+
 @dataclass
 class CounterSettings:
     margin_px: float = 2.0
@@ -97,7 +106,6 @@ class LineCounter:
                                 np.float64).reshape(-1, 2) - self._start
         self._length = np.linalg.norm(self._vector, axis=1)
         self._states: dict[int, _TrackState] = {}
-        self.movements: list[MovementEvent] = []
 
     def sides(self, points: NDArray[np.floating]) -> NDArray[np.int8]:
         """For points [N, 2]: the sign of the cross product with each line (−1 left of it as
@@ -112,27 +120,25 @@ class LineCounter:
         far_enough = np.abs(distance) >= self.settings.margin_px
         return np.where(inside & far_enough, np.sign(distance), 0).astype(np.int8)
 
-    def update(self, tracks: Tracks) -> list[CountEvent]:
-        """Count this frame's tracks; returns the line crossings completed in it (turning
-        movements completed go to :attr:`movements` too)."""
+    def update(self, tracks: Tracks) -> FrameCounts:
+        """Count this frame's tracks: the crossings and movements completed in it."""
         self.frame += 1
-        events: list[CountEvent] = []
+        counts = FrameCounts([], [])
         if len(tracks):
             sides = self.sides(tracks.bottom_centre.astype(np.float64))
             for row, track_id in enumerate(tracks.track_id.tolist()):
                 vehicle_class = DETECTED_CLASSES[int(tracks.class_id[row])]
-                events += self._update_track(int(track_id), sides[row], vehicle_class)
+                self._update_track(int(track_id), sides[row], vehicle_class, counts)
         self._forget()
-        return events
+        return counts
 
     def _update_track(self, track_id: int, sides: NDArray[np.int8],
-                      vehicle_class: VehicleClass) -> list[CountEvent]:
+                      vehicle_class: VehicleClass, counts: FrameCounts) -> None:
         state = self._states.get(track_id)
         if state is None:
             state = self._states[track_id] = _TrackState(
                 sides.copy(), np.zeros_like(sides), np.zeros(len(sides), np.int64), self.frame)
         state.last_frame = self.frame
-        events = []
         for index in np.flatnonzero(sides).tolist():
             side = sides[index]
             if state.sides[index] == 0:
@@ -146,15 +152,14 @@ class LineCounter:
                 if state.pending_frames[index] >= self.settings.frames_beyond:
                     direction: Direction = "in" if side > 0 else "out"
                     line_id = self.lines[index].id
-                    events.append(CountEvent(line_id, track_id, vehicle_class, direction,
-                                             self.frame))
+                    counts.crossings.append(CountEvent(line_id, track_id, vehicle_class,
+                                                       direction, self.frame))
                     if state.last_line is not None and state.last_line != line_id:
-                        self.movements.append(MovementEvent(state.last_line, line_id, track_id,
-                                                            vehicle_class, self.frame))
+                        counts.movements.append(MovementEvent(
+                            state.last_line, line_id, track_id, vehicle_class, self.frame))
                     state.last_line = line_id
                     state.sides[index] = side
                     state.pending_frames[index] = 0
-        return events
 
     def _forget(self) -> None:
         horizon = self.frame - self.settings.forget_after_frames

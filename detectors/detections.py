@@ -57,7 +57,7 @@ class Detections:
     def vehicle_classes(self) -> list[VehicleClass]:
         return [DETECTED_CLASSES[i] for i in self.class_id]
 
-    @property
-    def bottom_centre(self) -> NDArray[np.float32]:
-        """Where each box meets the road: the middle of its bottom edge, ``[N, 2]``."""
-        return np.stack([(self.xyxy[:, 0] + self.xyxy[:, 2]) / 2, self.xyxy[:, 3]], axis=1)
+
+def bottom_centres(xyxy: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Where each box meets the road: the middle of its bottom edge, ``[N, 2]``."""
+    return np.stack([(xyxy[:, 0] + xyxy[:, 2]) / 2, xyxy[:, 3]], axis=1)

@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
-from detectors.detections import DETECTED_CLASSES, Detections
+from detectors.detections import DETECTED_CLASSES, Detections, bottom_centres
 
 _POSITION_WEIGHT = 1.0 / 20
 _VELOCITY_WEIGHT = 1.0 / 160
@@ -98,7 +98,7 @@ class Tracks:
 
     @property
     def bottom_centre(self) -> NDArray[np.float32]:
-        return np.stack([(self.xyxy[:, 0] + self.xyxy[:, 2]) / 2, self.xyxy[:, 3]], axis=1)
+        return bottom_centres(self.xyxy)
 
 
 @dataclass

@@ -71,7 +71,7 @@ def test_counts_from_noisy_boxes_match_the_simulators_crossings(
                 mot.update(np.array([label.track_id for label in visible], np.int64),
                            np.array([label.box_xyxy for label in visible]).reshape(-1, 4),
                            tracks.track_id, tracks.xyxy)
-                for event in counter.update(tracks):
+                for event in counter.update(tracks).crossings:
                     if t_s <= cut_s:
                         counted[(event.line_id, event.vehicle_class.value, event.direction)] += 1
     truth = Counter((e.line_id, e.vehicle_class.value, e.direction)

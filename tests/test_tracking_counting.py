@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.counting import CounterSettings, Line, LineCounter
+from detectors.counting import CounterSettings, Line, LineCounter, MovementEvent
 from detectors.detections import DETECTED_CLASSES, Detections
 from detectors.mot_metrics import MotAccumulator
 from detectors.tracker import ByteTracker, Tracks
@@ -92,8 +92,8 @@ def test_jitter_on_the_line_counts_once_and_naive_counting_does_not() -> None:
     naive = LineCounter([STOP_LINE], CounterSettings(margin_px=0.0, frames_beyond=1))
     careful_events, naive_events = [], []
     for y in ys:
-        careful_events += careful.update(tracks_at([(1, 320, float(y))]))
-        naive_events += naive.update(tracks_at([(1, 320, float(y))]))
+        careful_events += careful.update(tracks_at([(1, 320, float(y))])).crossings
+        naive_events += naive.update(tracks_at([(1, 320, float(y))])).crossings
     assert [(e.direction, e.track_id) for e in careful_events] == [("in", 1)]
     assert len(naive_events) > 3  # the jitter, counted again and again both ways
 
@@ -103,8 +103,9 @@ def test_direction_extent_and_class() -> None:
     events = []
     for step in range(20):
         y_down, y_up = 180 + 3 * step, 240 - 3 * step
-        events += counter.update(tracks_at([(1, 100, y_down), (3, 900, y_down)]))  # 3: beyond
-        events += counter.update(tracks_at([(2, 500, y_up)], class_id=MOTORCYCLE))
+        # Track 3 passes beyond the line's end (x 900 > 640): not a crossing of it.
+        events += counter.update(tracks_at([(1, 100, y_down), (3, 900, y_down)])).crossings
+        events += counter.update(tracks_at([(2, 500, y_up)], class_id=MOTORCYCLE)).crossings
     summary = sorted((e.track_id, e.direction, e.vehicle_class.value) for e in events)
     # Looking along the line (rightwards), its left is up the image: down the image is "in".
     assert summary == [(1, "in", "car"), (2, "out", "motorcycle")]
@@ -116,7 +117,7 @@ def test_an_id_switch_after_the_line_does_not_count_twice() -> None:
     for step in range(30):
         y = 170 + 3 * step
         track_id = 1 if y < 215 else 2  # the tracker loses the vehicle and starts anew
-        events += counter.update(tracks_at([(track_id, 320, y)]))
+        events += counter.update(tracks_at([(track_id, 320, y)])).crossings
     assert [(e.track_id, e.direction) for e in events] == [(1, "in")]
 
 
@@ -124,11 +125,12 @@ def test_turning_movements_from_one_line_to_another() -> None:
     entry = Line("north-in", (200.0, 100.0), (440.0, 100.0))
     exit_east = Line("east-out", (500.0, 150.0), (500.0, 350.0))
     counter = LineCounter([entry, exit_east])
+    movements: list[MovementEvent] = []
     for step in range(60):
         # Down through the entry line, then right through the east exit line.
         x, y = (320.0, 60 + 4 * step) if step < 30 else (320 + 8 * (step - 29), 180.0)
-        counter.update(tracks_at([(5, x, y)]))
-    assert [(m.from_line, m.to_line, m.track_id) for m in counter.movements] == [
+        movements += counter.update(tracks_at([(5, x, y)])).movements
+    assert [(m.from_line, m.to_line, m.track_id) for m in movements] == [
         ("north-in", "east-out", 5)]
 
 
