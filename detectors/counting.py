@@ -4,7 +4,10 @@ A track's side of a line is read from where its box meets the road (the bottom c
 side counts only once the point is ``margin_px`` or more away from the line and within the
 line's extent; a crossing counts only once the track has stayed on the new side
 ``frames_beyond`` frames in a row. So a box jittering on the line, or a track that touches the
-line and turns back, never counts, and one vehicle counts once per line and direction.
+line and turns back, never counts, and one track counts at most once per line and direction
+(a box whose bottom is hidden for a while by a nearer vehicle can seem to go back over the
+line and forth again). A line may count one direction only (``directions``), as a line
+across a one-way lane should: movement the other way over it is then never a count.
 
 Direction: ``in`` is a crossing from the line's left to its right as seen on the image looking
 from ``start`` to ``end``, as the site file defines it (with the image's y axis pointing down,
@@ -47,6 +50,7 @@ class Line:
     id: str
     start: tuple[float, float]
     end: tuple[float, float]
+    directions: Literal["in", "out", "both"] = "both"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,10 @@ class FrameCounts:
 class CounterSettings:
     margin_px: float = 2.0
     frames_beyond: int = 3
+    # A track must first be seen this far from a line, as a share of its box height, before
+    # its side of the line is known: a vehicle standing on the line whose track is lost and
+    # found again must not count again as the new track's box wobbles over the line.
+    arm_height_share: float = 0.2
     # How far past its ends a line still counts, as a share of its length.
     extent_slack: float = 0.0
     # Frames a track may go unseen before its state is forgotten.
@@ -92,6 +100,7 @@ class _TrackState:
     pending_frames: NDArray[np.int64]
     last_frame: int
     last_line: str | None = None
+    counted: set[tuple[int, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -107,9 +116,12 @@ class LineCounter:
         self._length = np.linalg.norm(self._vector, axis=1)
         self._states: dict[int, _TrackState] = {}
 
-    def sides(self, points: NDArray[np.floating]) -> NDArray[np.int8]:
+    def sides(self, points: NDArray[np.floating],
+              margin_px: NDArray[np.floating] | float | None = None) -> NDArray[np.int8]:
         """For points [N, 2]: the sign of the cross product with each line (−1 left of it as
-        seen on the image, +1 right), 0 too close or beyond its ends → [N, lines]."""
+        seen on the image, +1 right), 0 too close (under ``margin_px``, per point or one for
+        all) or beyond its ends → [N, lines]."""
+        margin = self.settings.margin_px if margin_px is None else margin_px
         offset = points[:, None, :] - self._start[None]
         cross = self._vector[None, :, 0] * offset[..., 1] - self._vector[None, :, 1] * offset[
             ..., 0]
@@ -117,7 +129,7 @@ class LineCounter:
         along = np.einsum("nlk,lk->nl", offset, self._vector) / self._length[None] ** 2
         slack = self.settings.extent_slack
         inside = (along >= -slack) & (along <= 1 + slack)
-        far_enough = np.abs(distance) >= self.settings.margin_px
+        far_enough = np.abs(distance) >= np.reshape(margin, (-1, 1))
         return np.where(inside & far_enough, np.sign(distance), 0).astype(np.int8)
 
     def update(self, tracks: Tracks) -> FrameCounts:
@@ -125,24 +137,31 @@ class LineCounter:
         self.frame += 1
         counts = FrameCounts([], [])
         if len(tracks):
-            sides = self.sides(tracks.bottom_centre.astype(np.float64))
+            points = tracks.bottom_centre.astype(np.float64)
+            sides = self.sides(points)
+            height = (tracks.xyxy[:, 3] - tracks.xyxy[:, 1]).astype(np.float64)
+            armed_sides = self.sides(points, np.maximum(
+                self.settings.margin_px, self.settings.arm_height_share * height))
             for row, track_id in enumerate(tracks.track_id.tolist()):
                 vehicle_class = DETECTED_CLASSES[int(tracks.class_id[row])]
-                self._update_track(int(track_id), sides[row], vehicle_class, counts)
+                self._update_track(int(track_id), sides[row], armed_sides[row],
+                                   vehicle_class, counts)
         self._forget()
         return counts
 
     def _update_track(self, track_id: int, sides: NDArray[np.int8],
-                      vehicle_class: VehicleClass, counts: FrameCounts) -> None:
+                      armed_sides: NDArray[np.int8], vehicle_class: VehicleClass,
+                      counts: FrameCounts) -> None:
         state = self._states.get(track_id)
         if state is None:
             state = self._states[track_id] = _TrackState(
-                sides.copy(), np.zeros_like(sides), np.zeros(len(sides), np.int64), self.frame)
+                armed_sides.copy(), np.zeros_like(sides), np.zeros(len(sides), np.int64),
+                self.frame)
         state.last_frame = self.frame
         for index in np.flatnonzero(sides).tolist():
             side = sides[index]
             if state.sides[index] == 0:
-                state.sides[index] = side
+                state.sides[index] = armed_sides[index]
             elif side == state.sides[index]:
                 state.pending_frames[index] = 0
             else:
@@ -151,15 +170,19 @@ class LineCounter:
                 state.pending_frames[index] += 1
                 if state.pending_frames[index] >= self.settings.frames_beyond:
                     direction: Direction = "in" if side > 0 else "out"
-                    line_id = self.lines[index].id
-                    counts.crossings.append(CountEvent(line_id, track_id, vehicle_class,
-                                                       direction, self.frame))
-                    if state.last_line is not None and state.last_line != line_id:
-                        counts.movements.append(MovementEvent(
-                            state.last_line, line_id, track_id, vehicle_class, self.frame))
-                    state.last_line = line_id
+                    line = self.lines[index]
                     state.sides[index] = side
                     state.pending_frames[index] = 0
+                    if (line.directions not in ("both", direction)
+                            or (index, int(side)) in state.counted):
+                        continue
+                    state.counted.add((index, int(side)))
+                    counts.crossings.append(CountEvent(line.id, track_id, vehicle_class,
+                                                       direction, self.frame))
+                    if state.last_line is not None and state.last_line != line.id:
+                        counts.movements.append(MovementEvent(
+                            state.last_line, line.id, track_id, vehicle_class, self.frame))
+                    state.last_line = line.id
 
     def _forget(self) -> None:
         horizon = self.frame - self.settings.forget_after_frames

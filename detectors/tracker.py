@@ -4,8 +4,9 @@ detections are matched to tracks first, then the weak ones (often a partly hidde
 the tracks still unmatched, so a vehicle behind a bus keeps its identity; tracks unseen for a
 while are kept ``lost_frames`` frames for the vehicle to reappear.
 
-Each track's class is the one with the highest summed confidence over its detections, so a
-detector flickering between car and truck gives one class per vehicle.
+Each track's class is the one with the highest sum of confidence × box height over its
+detections, so a detector flickering between car and truck gives one class per vehicle, and
+what it saw up close outweighs what it guessed far away.
 
 Why not supervision's ByteTrack: deprecated there since 0.28 in favour of the ``trackers``
 package, which requires the GUI build of OpenCV (``opencv-python``) next to the headless one
@@ -60,6 +61,13 @@ def box_iou(a: NDArray[np.floating], b: NDArray[np.floating]) -> NDArray[np.floa
     area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
     union = area_a[:, None] + area_b[None, :] - overlap
     return np.asarray(np.where(union > 0, overlap / np.maximum(union, 1e-9), 0.0), np.float64)
+
+
+def _vote(detections: Detections, index: NDArray[np.int64]) -> NDArray[np.float64]:
+    """A detection's say in its track's class: its confidence × its box height, so the class
+    seen up close outweighs guesses made while the vehicle was small and far."""
+    boxes = detections.xyxy[index]
+    return np.asarray(detections.confidence[index] * (boxes[:, 3] - boxes[:, 1]), np.float64)
 
 
 def _noise(height: NDArray[np.float64], weights: tuple[float, float, float, float]
@@ -206,7 +214,7 @@ class ByteTracker:
         self._last_seen[track_index] = self.frame
         self._confirmed[track_index] |= self._hits[track_index] >= self.settings.confirm_frames
         np.add.at(self._class_votes, (track_index, detections.class_id[detection_index]),
-                  detections.confidence[detection_index])
+                  _vote(detections, detection_index))
         self._matches.update(zip(track_index.tolist(), detection_index.tolist(),
                                             strict=True))
 
@@ -222,7 +230,7 @@ class ByteTracker:
                             10 * _VELOCITY_WEIGHT * height, 10 * _VELOCITY_WEIGHT * height,
                             np.full(count, 1e-5), 10 * _VELOCITY_WEIGHT * height], axis=1)
             votes = np.zeros((count, len(DETECTED_CLASSES)))
-            votes[np.arange(count), detections.class_id[new]] = detections.confidence[new]
+            votes[np.arange(count), detections.class_id[new]] = _vote(detections, new)
             self._mean = np.concatenate([self._mean, mean])
             self._cov = np.concatenate([self._cov, np.eye(8)[None] * (std ** 2)[:, :, None]])
             self._ids = np.concatenate([self._ids, np.arange(self._next_id,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from simpang.schema import ALL_MEASUREMENTS
 from simpang.settings import Settings
+from simpang.site import Camera
 from simpang.site_file import SiteFileError, load_site
 from simulator.cli import scenario_app, simulate_app
 
@@ -20,7 +21,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 site_app = typer.Typer(help="Site files.", no_args_is_help=True)
+camera_app = typer.Typer(help="Cameras.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
+app.add_typer(camera_app, name="camera")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(simulate_app, name="simulate")
 console = Console()
@@ -78,6 +81,101 @@ def demo(
         raise typer.Exit(1) from None
     console.print()
     console.print_json(json.dumps(summary))
+
+
+def _site_camera(site_file: Path, camera_id: str) -> Camera:
+    """A camera of a site file, or exit 1 saying what is wrong."""
+    try:
+        site_model = load_site(site_file)
+    except SiteFileError as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    cameras = {c.id: c for i in site_model.intersections for c in i.cameras}
+    if camera_id not in cameras:
+        console.print(f"camera {camera_id!r} is not in {site_file}; it has: "
+                      f"{', '.join(sorted(cameras)) or 'no cameras'}", style="red",
+                      markup=False, highlight=False)
+        raise typer.Exit(1)
+    return cameras[camera_id]
+
+
+@app.command()
+def count(
+    video: Annotated[Path, typer.Argument(help="Video file (any format OpenCV reads).")],
+    camera: Annotated[str, typer.Option(help="Camera id in the site file: its lines count.")],
+    site: Annotated[Path | None, typer.Option(help="Site file (default: the configured one).")
+                    ] = None,
+    annotated: Annotated[Path | None, typer.Option(
+        help="Write an annotated video (boxes, track ids, speeds, lines, totals).")] = None,
+    model: Annotated[Path | None, typer.Option(help="ONNX detector (default: settings).")
+                     ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Count vehicles crossing a camera's lines in a video file, per line, class and
+    direction, with turning movements, speeds and queue when the camera is calibrated."""
+    from detectors.onnx_detector import OnnxDetector
+    from detectors.video import VideoError, count_video
+
+    settings = Settings()
+    camera_model = _site_camera(site or settings.site_file, camera)
+    detector_settings = settings.detector
+    try:
+        detector = OnnxDetector(model or detector_settings.model_path,
+                                layout=detector_settings.layout,
+                                confidence=detector_settings.confidence,
+                                iou=detector_settings.iou,
+                                batch_size=detector_settings.batch_size,
+                                threads=detector_settings.threads)
+        result = count_video(video, camera_model, detector, annotated=annotated,
+                             max_frames=max_frames)
+    except (FileNotFoundError, ValueError, VideoError) as exc:
+        console.print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"{video.name}: {result.frames} frames, camera {camera}")
+    for column in ("line", "class", "in", "out"):
+        table.add_column(column)
+    for line_id, by_class in result.counts["lines"].items():
+        for vehicle_class, by_direction in by_class.items():
+            table.add_row(line_id, vehicle_class, str(by_direction["in"]),
+                          str(by_direction["out"]))
+    console.print(table)
+
+
+@camera_app.command("publish")
+def camera_publish(
+    camera: Annotated[str, typer.Option(help="Camera id in the site file.")],
+    source: Annotated[str | None, typer.Option(
+        help="RTSP/HTTP URL, device index or video file (default: the camera's source_url).")
+                      ] = None,
+    max_fps: Annotated[float | None, typer.Option(help="Publish at most this many frames/s.")
+                       ] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality (lowered when over the cap).")
+                       ] = 80,
+    max_bytes: Annotated[int, typer.Option(help="Largest message, bytes.")] = 900 * 1024,
+    no_realtime: Annotated[bool, typer.Option(
+        "--no-realtime", help="Read a file as fast as possible instead of at its frame rate.")
+                           ] = False,
+) -> None:
+    """Send a camera's frames as JPEG to camera-frames, keyed by camera id."""
+    import asyncio
+
+    from detectors.camera_input import CameraReader, ReaderSettings
+    from streams.camera_publish import publish_camera
+
+    settings = Settings()
+    camera_model = _site_camera(settings.site_file, camera)
+    reader = CameraReader(source or camera_model.source_url,
+                          ReaderSettings(max_fps=max_fps, realtime=not no_realtime))
+    summary = asyncio.run(publish_camera(settings, camera, reader, quality=quality,
+                                         max_bytes=max_bytes, max_frames=max_frames))
+    typer.echo(json.dumps({"camera": camera, "frames": summary.frames, "bytes": summary.bytes,
+                           "frozen_frames": summary.frozen,
+                           "reconnects": reader.stats.failed_opens}))
 
 
 @site_app.command("validate")

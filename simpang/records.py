@@ -93,6 +93,8 @@ class NormalisedReading(BaseModel):
     counts: dict[VehicleClass, int]
     occupancy_pct: float | None = None
     speed_kmh: float | None = None
+    source: Literal["field", "camera"] = Field(
+        "field", description="Field devices (loops, radar, counters) or camera counting.")
 
 
 class ReadingsBatch(BaseModel):
@@ -106,6 +108,8 @@ class ReadingsBatch(BaseModel):
     source_partition: int
     source_offset: int
     readings: list[NormalisedReading]
+    source_topic: str = Field("", description=(
+        "Raw topic when not sensor-readings (camera counts come from camera-frames)."))
 
 
 class WatermarkTick(BaseModel):
@@ -128,6 +132,7 @@ class ApproachMetrics(BaseModel):
     intersection: str
     approach: str
     lane: str | None
+    source: Literal["field", "camera"] = "field"
     window: str
     window_start: datetime
     window_end: datetime
@@ -192,6 +197,39 @@ class DeadLetter(BaseModel):
             device_id=device_id,
             ts=ts or datetime.now(UTC),
         )
+
+
+class VehicleCrossing(BaseModel):
+    """A tracked vehicle crossing a camera's counting line (``vehicle-crossings``)."""
+
+    v: Literal[1] = 1
+    camera_id: str
+    intersection: str
+    approach: str
+    lane: str | None
+    line_id: str
+    track_id: int
+    vehicle_class: VehicleClass
+    direction: Literal["in", "out"]
+    ts: datetime
+    speed_kmh: float | None = None
+
+
+class CameraHealth(BaseModel):
+    """One camera's processing health over the last health interval."""
+
+    v: Literal[1] = 1
+    camera_id: str
+    worker: str
+    ts: datetime
+    frames: int = Field(description="Frames processed in the interval.")
+    fps: float
+    inference_ms: float | None = Field(description="Mean detector time per frame.")
+    lag_s: float | None = Field(description="Now minus the newest frame's capture time.")
+    frozen: bool = Field(description="The picture has not changed for the frozen threshold.")
+    rejected: int = Field(description="Frames rejected (dead letters) in the interval.")
+    queue_vehicles: int | None = None
+    queue_length_m: float | None = None
 
 
 class HealthSample(BaseModel):

@@ -45,7 +45,7 @@ def count_field(vehicle_class: VehicleClass) -> str:
 
 APPROACH_METRICS = Measurement(
     name="approach_metrics",
-    tags=("site", "intersection", "approach", "level", "lane", "window"),
+    tags=("site", "intersection", "approach", "level", "lane", "window", "source"),
     fields=(
         FieldSpec("flow_veh_per_hour", "float", "veh/h", "Vehicles in the window, per hour."),
         FieldSpec("flow_pcu_per_hour", "float", "pcu/h", "Passenger-car units per hour (PKJI)."),
@@ -59,7 +59,9 @@ APPROACH_METRICS = Measurement(
     ),
     description=(
         "One point per closed window, per lane (level=lane) and per approach (level=approach, "
-        "no lane tag); time = window end. Re-emitting a window overwrites the same point."
+        "no lane tag), per source (field: loops, radar, counters; camera: camera counting, "
+        "kept apart so a lane seen by both is not counted twice); time = window end. "
+        "Re-emitting a window overwrites the same point."
     ),
 )
 
@@ -105,4 +107,21 @@ CONSUMER_LAG = Measurement(
     description="Per topic-partition lag of each worker, sampled every health interval.",
 )
 
-ALL_MEASUREMENTS = (APPROACH_METRICS, DEAD_LETTERS, PIPELINE_HEALTH, CONSUMER_LAG)
+CAMERA_HEALTH = Measurement(
+    name="camera_health",
+    tags=("camera", "worker"),
+    fields=(
+        FieldSpec("frames", "int", "frames", "Frames processed in the interval."),
+        FieldSpec("fps", "float", "frames/s", "Frames processed per second."),
+        FieldSpec("inference_ms", "float", "ms", "Mean detector time per frame."),
+        FieldSpec("lag_s", "float", "s", "Now minus the newest frame's capture time."),
+        FieldSpec("frozen", "int", "0/1", "1 when the picture has stopped changing."),
+        FieldSpec("rejected", "int", "frames", "Frames rejected in the interval."),
+        FieldSpec("queue_vehicles", "int", "veh", "Stopped vehicles in the queue zone."),
+        FieldSpec("queue_length_m", "float", "m", "Stop line to the last queued vehicle."),
+    ),
+    description="Each camera's counting health, every health interval of the worker.",
+)
+
+ALL_MEASUREMENTS = (APPROACH_METRICS, DEAD_LETTERS, PIPELINE_HEALTH, CONSUMER_LAG,
+                    CAMERA_HEALTH)

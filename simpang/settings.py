@@ -71,6 +71,8 @@ class TopicSettings(BaseModel):
     prefix: str = Field("", description="Prepended to every topic, to share one cluster.")
     sensor_readings: str = "sensor-readings"
     camera_frames: str = "camera-frames"
+    vehicle_crossings: str = "vehicle-crossings"
+    camera_health: str = "camera-health"
     normalised_readings: str = "normalised-readings"
     approach_metrics: str = "approach-metrics"
     dead_letters: str = "dead-letters"
@@ -80,6 +82,25 @@ class TopicSettings(BaseModel):
 
     def name(self, topic: str) -> str:
         return f"{self.prefix}{getattr(self, topic)}"
+
+
+DEFAULT_MODEL_FILE = Path(__file__).resolve().parent.parent / "models" / "simpang-vehicles.onnx"
+
+
+class DetectorSettings(BaseModel):
+    enabled: bool = Field(True, description=(
+        "Run the counting agent on camera-frames (when the site has counting lines)."))
+    interval_s: float = Field(10.0, gt=0, le=3600, description=(
+        "Camera line counts become one reading per line every this many seconds."))
+    frozen_after_s: float = Field(10.0, gt=0, description=(
+        "A camera whose picture has not changed this long is reported frozen."))
+    model_path: Path = Field(DEFAULT_MODEL_FILE, description=(
+        "ONNX detector: Simpang's own, or a YOLOv8/YOLO11/YOLO26/YOLOv5/YOLOX/YOLOv7 export."))
+    layout: str | None = Field(None, description="Override the detected output layout.")
+    confidence: float = Field(0.25, gt=0, lt=1)
+    iou: float = Field(0.5, gt=0, lt=1, description="NMS IoU threshold.")
+    batch_size: int = Field(8, gt=0, le=64, description="Frames per inference call.")
+    threads: int | None = Field(None, gt=0, description="onnxruntime intra-op threads.")
 
 
 class WindowSettings(BaseModel):
@@ -137,6 +158,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
 
     @classmethod
     def settings_customise_sources(

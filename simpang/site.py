@@ -121,6 +121,8 @@ class CountingLine(_Model):
     end_xy: tuple[float, float]
     approach: Slug
     lane: Slug | None = None
+    directions: Literal["in", "out", "both"] = Field(
+        "both", description="Directions that count; a line across a one-way lane: in.")
 
 
 class CameraView(_Model):
@@ -142,14 +144,63 @@ class CameraView(_Model):
     fps: float = Field(10.0, gt=0, le=60)
 
 
+class GroundCalibration(_Model):
+    """Four or more image points (pixels) and where they are on the road (metres, any planar
+    frame): the camera's image ↔ ground homography, for speeds and queue lengths."""
+
+    image_xy: list[tuple[float, float]] = Field(min_length=4)
+    ground_xy_m: list[tuple[float, float]] = Field(min_length=4)
+
+    @model_validator(mode="after")
+    def _paired(self) -> GroundCalibration:
+        if len(self.image_xy) != len(self.ground_xy_m):
+            raise ValueError(f"{len(self.image_xy)} image points but "
+                             f"{len(self.ground_xy_m)} ground points: they go in pairs")
+        return self
+
+
+class QueueZone(_Model):
+    """The part of the image where an approach's queue stands (a polygon in pixels) and its
+    stop line (two image points): queue length is measured back from the stop line."""
+
+    polygon_xy: list[tuple[float, float]] = Field(min_length=3)
+    stop_line_xy: tuple[tuple[float, float], tuple[float, float]]
+
+
+class TurningMovement(_Model):
+    """A named movement: a track that crosses ``from_line`` and later ``to_line``."""
+
+    id: Slug
+    from_line: Slug
+    to_line: Slug
+    movement: Movement | None = None
+
+
 class Camera(_Model):
-    """A camera on one approach. Counting lines are in image pixels of ``view``'s size."""
+    """A camera on one approach. Counting lines, the queue zone and the calibration's image
+    points are in image pixels of ``view``'s size."""
 
     id: Slug
     source_url: str
     approach: Slug
     counting_lines: list[CountingLine] = Field(default_factory=list)
     view: CameraView = Field(default_factory=CameraView)
+    calibration: GroundCalibration | None = None
+    queue_zone: QueueZone | None = None
+    turning_movements: list[TurningMovement] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _movements_use_lines(self) -> Camera:
+        lines = {line.id for line in self.counting_lines}
+        for movement in self.turning_movements:
+            for line in (movement.from_line, movement.to_line):
+                if line not in lines:
+                    raise ValueError(f"turning movement {movement.id!r}: camera {self.id!r} "
+                                     f"has no counting line {line!r}")
+        if self.queue_zone is not None and self.calibration is None:
+            raise ValueError(f"camera {self.id!r}: a queue zone needs a calibration "
+                             "(queue length is in metres)")
+        return self
 
 
 class Intersection(_Model):

@@ -42,7 +42,9 @@ from simpang.records import ApproachMetrics, NormalisedReading, ReadingsBatch
 from simpang.vehicles import PcuFactors, VehicleClass
 
 Store = MutableMapping[str, Any]
-LaneKey = tuple[str, str, str]
+LaneKey = tuple[str, str, str, str]
+"""(intersection, approach, lane, source): camera counts aggregate beside field-device
+counts, never into them (a lane with a loop and a camera would count its vehicles twice)."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ class WindowedAggregator:
         self, store: Store, partition: int, batch: ReadingsBatch, *, arrival_ms: float
     ) -> WindowOutput:
         state = self._state(store, partition)
-        source = str(batch.source_partition)
+        source = (f"{batch.source_topic}:{batch.source_partition}" if batch.source_topic
+                  else str(batch.source_partition))
         if batch.source_offset <= state["sources_done"].get(source, -1):
             return WindowOutput(replayed=True)
         out = WindowOutput()
@@ -194,6 +197,8 @@ class WindowedAggregator:
                 touched[key] = lanes
                 sources_of[key] = dict(stored["src"]) if stored else {}
             lane_id = f"{reading.approach}|{reading.lane}"
+            if reading.source != "field":
+                lane_id += f"|{reading.source}"
             acc = lanes.get(lane_id)
             if acc is None:
                 acc = lanes[lane_id] = LaneAccumulator()
@@ -255,8 +260,9 @@ class WindowedAggregator:
             _, _, intersection, pane_start = key.split("|")
             pane_keys[int(pane_start)].append(key)
             for lane_id, data in store[key]["lanes"].items():
-                approach, lane = lane_id.split("|")
-                panes[(intersection, approach, lane)][int(pane_start)] = (
+                approach, lane, *source = lane_id.split("|")
+                panes[(intersection, approach, lane, source[0] if source else "field")][
+                    int(pane_start)] = (
                     LaneAccumulator.from_json(data)
                 )
         metrics: list[ApproachMetrics] = []
@@ -295,13 +301,15 @@ class WindowedAggregator:
                     acc.merge(pane)
             if acc.readings:
                 lanes[lane_key] = acc
-        approaches: dict[tuple[str, str], LaneAccumulator] = defaultdict(LaneAccumulator)
+        approaches: dict[tuple[str, str, str], LaneAccumulator] = defaultdict(LaneAccumulator)
         out = []
-        for (intersection, approach, lane), acc in sorted(lanes.items()):
-            approaches[(intersection, approach)].merge(acc)
-            out.append(self._metric(spec, intersection, approach, lane, acc, start_ms, end_ms))
-        for (intersection, approach), acc in sorted(approaches.items()):
-            out.append(self._metric(spec, intersection, approach, None, acc, start_ms, end_ms))
+        for (intersection, approach, lane, source), acc in sorted(lanes.items()):
+            approaches[(intersection, approach, source)].merge(acc)
+            out.append(self._metric(spec, intersection, approach, lane, source, acc, start_ms,
+                                    end_ms))
+        for (intersection, approach, source), acc in sorted(approaches.items()):
+            out.append(self._metric(spec, intersection, approach, None, source, acc, start_ms,
+                                    end_ms))
         return out
 
     def _metric(
@@ -310,6 +318,7 @@ class WindowedAggregator:
         intersection: str,
         approach: str,
         lane: str | None,
+        source: str,
         acc: LaneAccumulator,
         start_ms: int,
         end_ms: int,
@@ -322,6 +331,7 @@ class WindowedAggregator:
             intersection=intersection,
             approach=approach,
             lane=lane,
+            source=source,
             window=spec.label,
             window_start=datetime.fromtimestamp(start_ms / 1000, UTC),
             window_end=datetime.fromtimestamp(end_ms / 1000, UTC),

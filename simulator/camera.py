@@ -8,9 +8,9 @@ colour, drawn far to near. Conditions: day, dusk, night (headlights, tail lights
 (streaks, darker, softer), with sensor noise, blur and JPEG compression.
 
 Ground truth is geometric, not learnt: a box is the image extent of the vehicle's 3-D box;
-``visibility`` is the share of it not hidden by nearer vehicles; a crossing is the vehicle's
-ground-contact centre passing the counting line's footprint on the road between two
-simulation steps.
+``visibility`` is the share of it not hidden by nearer vehicles; a crossing is the middle of
+the vehicle's front passing the counting line's footprint on the road between two simulation
+steps (when a loop would detect it, and where an approach camera sees the bottom of its box).
 """
 
 from __future__ import annotations
@@ -300,8 +300,11 @@ class VirtualCamera:
                 if not on_screen[rank]:
                     continue
                 index = int(candidates[rank])
-                hull = cv2.convexHull(np.round(pixels[rank] * 4).astype(np.int32))
-                self._draw_vehicle(image, vehicles[index], pixels[rank], hull, conditions,
+                outline = pixels[rank]
+                if vehicles[index].vehicle_class is VehicleClass.BICYCLE:
+                    outline = _bicycle_outline(outline)
+                hull = cv2.convexHull(np.round(outline * 4).astype(np.int32))
+                self._draw_vehicle(image, vehicles[index], outline, hull, conditions,
                                    near[index])
                 cv2.fillConvexPoly(ids, hull, int(rank) + 1, shift=2)
             visible_counts = np.bincount(ids.ravel(), minlength=len(candidates) + 1)
@@ -387,7 +390,7 @@ class VirtualCamera:
                   t_s: float) -> list[LineCrossing]:
         """Counting-line crossings since the previous call (every simulation step); each
         vehicle crosses each line at most once."""
-        centres = ground_centres(vehicles)
+        centres = np.array([[v.x_m, v.y_m] for v in vehicles]).reshape(-1, 2)  # front middle
         events: list[LineCrossing] = []
         previous = self._last_centres
         current = {v.vehicle_id: centres[i] for i, v in enumerate(vehicles)}
@@ -413,6 +416,15 @@ class VirtualCamera:
                     ))
         self._last_centres = current
         return events
+
+
+def _bicycle_outline(corners_px: NDArray[np.float64]) -> NDArray[np.float64]:
+    """A bicycle is a thin frame under a rider: its bottom corners drawn close together, its
+    top (the rider's shoulders) full width. The labelled box stays the 3-D box's extent."""
+    outline = corners_px.copy()
+    bottom = outline[:4]
+    outline[:4] = bottom * 0.3 + bottom.mean(axis=0) * 0.7
+    return outline
 
 
 def _body_colour(vehicle: VehicleState) -> NDArray[np.float64]:

@@ -237,6 +237,9 @@ def simulate_render(
                       ] = 300.0,
     conditions: Annotated[str, typer.Option(
         help="random, auto (by time of day), day, dusk or night.")] = "random",
+    vary_poses: Annotated[bool, typer.Option(
+        help="Cameras at random poses near their own (for training; no counting lines).")
+                          ] = False,
 ) -> None:
     """Write camera frames with ground truth (boxes, classes, track ids, crossings)."""
     from simulator.render import render_dataset
@@ -251,7 +254,7 @@ def simulate_render(
         summary = render_dataset(
             resolved, out, frames=frames, work_dir=settings.data_dir / "render" / resolved.name,
             begin_s=_parse_clock(begin), seed=seed, frame_interval_s=frame_interval,
-            warmup_s=warmup, conditions=conditions,
+            warmup_s=warmup, conditions=conditions, vary_poses=vary_poses,
         )
     except (SumoError, ValueError) as exc:
         raise _fail(str(exc)) from None

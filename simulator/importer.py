@@ -38,10 +38,12 @@ from simpang.site import (
     Camera,
     CameraView,
     CountingLine,
+    GroundCalibration,
     Intersection,
     Lane,
     Phase,
     Plan,
+    QueueZone,
     Sensor,
     Simulation,
     Site,
@@ -63,6 +65,8 @@ DEFAULT_MAX_GREEN_S = 90.0
 MAX_CYCLE_S = 300.0
 LOOP_DISTANCE_M = 30.0
 COUNTING_LINE_UPSTREAM_M = 15.0
+CALIBRATION_DISTANCES_M = (10.0, 20.0, 35.0, 60.0)
+QUEUE_ZONE_M = 80.0
 METRES_PER_DEGREE_LAT = 111_320.0
 
 
@@ -480,13 +484,58 @@ def _camera(intersection_id: str, approach_id: str, edge: Any, lanes: list[Lane]
             end_xy=(round(float(end_px[0]), 1), round(float(end_px[1]), 1)),
             approach=approach_id,
             lane=lane.id,
+            directions="in",
         ))
+    calibration, queue_zone = _ground_references(camera, controlled, stop_middle, travel, right)
     return Camera(
         id=f"{intersection_id}-{approach_id}-cam",
         source_url=f"sim://{intersection_id}/{approach_id}",
         approach=approach_id,
         counting_lines=counting_lines,
         view=view,
+        calibration=calibration,
+        queue_zone=queue_zone,
+    )
+
+
+def _ground_references(camera: PinholeCamera, lanes: list[Any], stop_middle: np.ndarray,
+                       travel: np.ndarray, right: np.ndarray
+                       ) -> tuple[GroundCalibration | None, QueueZone | None]:
+    """Exact calibration points (road corners of the approach at several distances, in
+    network metres) and the queue zone (stop line back to :data:`QUEUE_ZONE_M`) of a
+    virtual camera."""
+    offsets = [float((np.array(lane.getShape()[-1][:2]) - stop_middle) @ right)
+               for lane in lanes]
+    halves = [lane.getWidth() / 2 for lane in lanes]
+    right_edge = max(o + h for o, h in zip(offsets, halves, strict=True))
+    left_edge = min(o - h for o, h in zip(offsets, halves, strict=True))
+    width, height = camera.width_px, camera.height_px
+    image_xy, ground_xy = [], []
+    for upstream in CALIBRATION_DISTANCES_M:
+        for lateral in (right_edge, left_edge):
+            point = stop_middle - travel * upstream + right * lateral
+            world = np.array([[*point, 0.0]])
+            if not camera.in_front(world).all():
+                continue
+            u, v = camera.project(world)[0]
+            if 0 <= u <= width and 0 <= v <= height:
+                image_xy.append((round(float(u), 2), round(float(v), 2)))
+                ground_xy.append((round(float(point[0]), 3), round(float(point[1]), 3)))
+    if len(image_xy) < 4:
+        return None, None
+    calibration = GroundCalibration(image_xy=image_xy, ground_xy_m=ground_xy)
+    corners = [stop_middle + right * right_edge, stop_middle + right * left_edge,
+               stop_middle - travel * QUEUE_ZONE_M + right * left_edge,
+               stop_middle - travel * QUEUE_ZONE_M + right * right_edge]
+    polygon = camera.clip_polygon(np.array([[*c, 0.0] for c in corners]))
+    stop_line = np.array([[*corners[0], 0.0], [*corners[1], 0.0]])
+    if len(polygon) < 3 or not camera.in_front(stop_line).all():
+        return calibration, None
+    stop_px = camera.project(stop_line)
+    return calibration, QueueZone(
+        polygon_xy=[(round(float(u), 1), round(float(v), 1)) for u, v in polygon],
+        stop_line_xy=((round(float(stop_px[0, 0]), 1), round(float(stop_px[0, 1]), 1)),
+                      (round(float(stop_px[1, 0]), 1), round(float(stop_px[1, 1]), 1))),
     )
 
 

@@ -16,6 +16,9 @@ Output directory::
                                  vehicle_id, class, direction ("in"/"out"), t
 
 Boxes include vehicles only partly visible; a trainer may drop those below a visibility.
+With ``vary_poses`` every camera stands somewhere else near its approach (height, tilt, field
+of view, sideways and downstream position drawn at random), for training a detector that does
+not learn one pose; counting lines are then left out (they are drawn for the site's own poses).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from simpang.site import Site
 from simulator.camera import CameraRig, Conditions, write_dataset_index, write_label_files
 from simulator.simulate import ResolvedScenario
 from simulator.sumo_run import SumoRun
@@ -38,6 +42,25 @@ class RenderSummary:
     boxes: int
     crossings: int
     simulated_s: float
+
+
+def vary_camera_poses(site: Site, rng: np.random.Generator) -> Site:
+    """A copy of ``site`` whose cameras stand at random poses near their own, without
+    counting lines."""
+    intersections = []
+    for intersection in site.intersections:
+        cameras = []
+        for camera in intersection.cameras:
+            view = camera.view.model_copy(update={
+                "height_m": float(rng.uniform(5.0, 12.0)),
+                "tilt_deg": float(rng.uniform(14.0, 34.0)),
+                "fov_deg": float(rng.uniform(48.0, 80.0)),
+                "lateral_m": float(rng.uniform(-5.0, 5.0)),
+                "downstream_m": float(rng.uniform(-2.0, 12.0)),
+            })
+            cameras.append(camera.model_copy(update={"view": view, "counting_lines": []}))
+        intersections.append(intersection.model_copy(update={"cameras": cameras}))
+    return site.model_copy(update={"intersections": intersections})
 
 
 def render_dataset(
@@ -52,6 +75,7 @@ def render_dataset(
     warmup_s: float = 300.0,
     conditions: str = "random",
     clip_frames: int = 20,
+    vary_poses: bool = False,
 ) -> RenderSummary:
     """Run the scenario and save ``frames`` frames (over all cameras) with labels.
 
@@ -65,9 +89,10 @@ def render_dataset(
     run = SumoRun(scenario.site, scenario.sumocfg, work_dir, seed=seed,
                   begin_s=begin_s - warmup_s, day=day, track_vehicles=True,
                   queue_detectors=False)
-    rig = CameraRig.for_site(scenario.site, scenario.sumocfg, seed=seed,
-                             fps=1.0 / frame_interval_s)
     rng = np.random.default_rng(seed)
+    site = vary_camera_poses(scenario.site, rng) if vary_poses else scenario.site
+    rig = CameraRig.for_site(site, scenario.sumocfg, seed=seed,
+                             fps=1.0 / frame_interval_s)
     records: list[dict[str, Any]] = []
     saved = 0
     boxes = 0

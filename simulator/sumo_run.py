@@ -91,6 +91,8 @@ class SumoRun:
     queue_detectors: bool = True
 
     def __post_init__(self) -> None:
+        # SUMO resolves output paths in an additional file against that file's folder.
+        self.work_dir = Path(self.work_dir).resolve()
         self.config: SumoConfig = read_sumocfg(self.sumocfg)
         self.begin = self.begin_s if self.begin_s is not None else self.config.begin_s
         self._traci: Any = None

@@ -1,9 +1,11 @@
 """The Faust application: topics, the windows table and the agents.
 
     sensor-readings ─ingest─▶ normalised-readings ─metrics─▶ approach-metrics ─sink─▶ InfluxDB
-          │ invalid              ▲ watermark ticks   │ late
+          │ invalid              ▲ ▲ watermark ticks │ late
           └────────────▶ dead-letters ◀──────────────┘
-    dead-letters, pipeline-health ─sink─▶ InfluxDB
+    camera-frames ─counting─┘ (line counts, source=camera) ─▶ vehicle-crossings
+          │ bad frames ─▶ dead-letters
+    dead-letters, pipeline-health, camera-health ─sink─▶ InfluxDB
 
 ``create_app`` builds everything from explicit settings, a site and a sink, so tests and the
 demo can run several independent apps; nothing lives in module globals.
@@ -26,6 +28,7 @@ from pydantic import ValidationError
 from simpang.records import (
     METRICS_LIST,
     ApproachMetrics,
+    CameraHealth,
     DeadLetter,
     HealthSample,
     MetricsInput,
@@ -36,10 +39,16 @@ from simpang.records import (
 from simpang.settings import Settings
 from simpang.site import Site
 from simpang.windows import WindowedAggregator
+from streams.counting import CameraCounting, RawFrame
 from streams.health import PipelineCounters
 from streams.ingest import ReadingValidator
 from streams.kafka import faust_credentials
-from streams.points import approach_metrics_line, dead_letter_line, health_lines
+from streams.points import (
+    approach_metrics_line,
+    camera_health_line,
+    dead_letter_line,
+    health_lines,
+)
 from streams.sink import PermanentSinkError, PointSink, RetryableSinkError, sink_from_settings
 from streams.transport import SimpangFaustApp
 
@@ -57,6 +66,7 @@ class SimpangApp:
     site: Site
     sink: PointSink
     counters: PipelineCounters
+    camera_counting: CameraCounting | None = None
 
 
 def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None) -> SimpangApp:
@@ -99,6 +109,9 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     approach_metrics = raw_topic("approach_metrics")
     dead_letters = raw_topic("dead_letters")
     pipeline_health = raw_topic("pipeline_health")
+    camera_frames = raw_topic("camera_frames")
+    vehicle_crossings = raw_topic("vehicle_crossings")
+    camera_health = raw_topic("camera_health")
     windows_table = app.Table(
         "windows",  # Faust names the changelog "{app_id}-windows-changelog"
         default=None,
@@ -202,7 +215,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     @app.timer(interval=settings.health_interval_s)
     async def health() -> None:
         ours = {topics.name(t) for t in ("sensor_readings", "normalised_readings",
-                                          "approach_metrics", "dead_letters", "pipeline_health")}
+                                          "approach_metrics", "dead_letters", "pipeline_health",
+                                          "camera_frames")}
         consumer = app.consumer
         lag = {}
         for tp in app.assignor.assigned_actives():
@@ -214,6 +228,51 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         await pipeline_health.send(
             key=settings.worker_id.encode(), value=sample.model_dump_json().encode()
         )
+
+    camera_counting = None
+    has_lines = any(c.counting_lines for i in site.intersections for c in i.cameras)
+    if settings.detector.enabled and has_lines and not settings.detector.model_path.is_file():
+        # Field data must keep flowing; the frames wait in their topic for a model.
+        log.error("camera counting is off: no detector model at %s (set "
+                  "SIMPANG_DETECTOR__MODEL_PATH)", settings.detector.model_path)
+    elif settings.detector.enabled and has_lines:
+        from detectors.onnx_detector import OnnxDetector
+
+        detector = settings.detector
+        camera_counting = CameraCounting(
+            site,
+            OnnxDetector(detector.model_path, layout=detector.layout,
+                         confidence=detector.confidence, iou=detector.iou,
+                         batch_size=detector.batch_size, threads=detector.threads),
+            interval_s=detector.interval_s, frozen_after_s=detector.frozen_after_s,
+        )
+        counting_state = camera_counting
+
+        @app.agent(camera_frames, name="counting")
+        async def counting(stream: StreamT[bytes]) -> None:
+            events: list[EventT[Any]]
+            async for events in stream.take_events(  # type: ignore[assignment]
+                detector.batch_size, within=0.05
+            ):
+                frames = [RawFrame(e.value, dict(e.headers or {}), e.key, e.message.topic,
+                                   e.message.partition, e.message.offset) for e in events]
+                # Inference off the event loop: heartbeats and other agents keep running.
+                out = await asyncio.to_thread(counting_state.process, frames)
+                for crossing in out.crossings:
+                    await vehicle_crossings.send(key=crossing.camera_id.encode(),
+                                                 value=crossing.model_dump_json().encode())
+                for intersection, batch in out.batches.items():
+                    await normalised_readings.send(key=intersection.encode(),
+                                                   value=batch.model_dump_json().encode(),
+                                                   timestamp=time.time())
+                for dl in out.dead_letters:
+                    await dead_letter(dl)
+
+        @app.timer(interval=settings.health_interval_s)
+        async def cameras_health() -> None:
+            for sample in counting_state.health(settings.worker_id):
+                await camera_health.send(key=sample.camera_id.encode(),
+                                         value=sample.model_dump_json().encode())
 
     sink_started = asyncio.Lock()
     started = False
@@ -296,5 +355,9 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         pipeline_health, "sink-health",
         lambda raw: health_lines(HealthSample.model_validate_json(raw)),
     )
-    return SimpangApp(app, settings, site, point_sink, counters)
+    sink_agent(
+        camera_health, "sink-camera-health",
+        lambda raw: [camera_health_line(CameraHealth.model_validate_json(raw))],
+    )
+    return SimpangApp(app, settings, site, point_sink, counters, camera_counting)
 

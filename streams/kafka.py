@@ -19,6 +19,8 @@ APP_TOPICS = (
     "normalised_readings",
     "approach_metrics",
     "dead_letters",
+    "vehicle_crossings",
+    "camera_health",
     "pipeline_health",
 )
 

@@ -7,9 +7,10 @@ from datetime import datetime
 
 from influxdb_client import Point, WritePrecision
 
-from simpang.records import ApproachMetrics, DeadLetter, HealthSample
+from simpang.records import ApproachMetrics, CameraHealth, DeadLetter, HealthSample
 from simpang.schema import (
     APPROACH_METRICS,
+    CAMERA_HEALTH,
     CONSUMER_LAG,
     DEAD_LETTERS,
     PIPELINE_HEALTH,
@@ -29,6 +30,7 @@ def approach_metrics_line(m: ApproachMetrics) -> str:
         .tag("intersection", m.intersection)
         .tag("approach", m.approach)
         .tag("level", "approach" if m.lane is None else "lane")
+        .tag("source", m.source)
         .tag("window", m.window)
         .field("flow_veh_per_hour", float(m.flow_veh_per_hour))
         .field("flow_pcu_per_hour", float(m.flow_pcu_per_hour))
@@ -100,3 +102,24 @@ def health_lines(sample: HealthSample) -> list[str]:
             )
         )
     return lines
+
+
+def camera_health_line(health: CameraHealth) -> str:
+    point = (
+        Point(CAMERA_HEALTH.name)
+        .tag("camera", health.camera_id)
+        .tag("worker", health.worker)
+        .field("frames", health.frames)
+        .field("fps", float(health.fps))
+        .field("frozen", int(health.frozen))
+        .field("rejected", health.rejected)
+        .time(_ns(health.ts), WritePrecision.NS)
+    )
+    optional = {"inference_ms": health.inference_ms, "lag_s": health.lag_s,
+                "queue_length_m": health.queue_length_m}
+    for name, value in optional.items():
+        if value is not None:
+            point.field(name, float(value))
+    if health.queue_vehicles is not None:
+        point.field("queue_vehicles", health.queue_vehicles)
+    return str(point.to_line_protocol())

@@ -359,7 +359,7 @@ def test_window_end_timestamp() -> None:
 def test_lane_metrics_line() -> None:
     assert approach_metrics_line(metrics()) == (
         "approach_metrics,approach=north,intersection=smd-lembuswana,lane=n1,level=lane,"
-        "site=kaltim-demo,window=60s "
+        "site=kaltim-demo,source=field,window=60s "
         "count_bicycle=0i,count_bus=1i,count_car=10i,count_motorcycle=20i,count_truck=0i,"
         "count_unclassified=0i,flow_pcu_per_hour=1004.5,flow_veh_per_hour=1860,"
         "mean_speed_kmh=26.25,occupancy_pct=15,readings=2i "
@@ -374,7 +374,7 @@ def test_approach_metrics_line_has_no_lane_tag_and_no_missing_fields() -> None:
     measurement_and_tags, fields, timestamp = line.split(" ")
     assert measurement_and_tags.split(",") == [
         "approach_metrics", "approach=north", "intersection=smd-lembuswana", "level=approach",
-        "site=kaltim-demo", "window=300s-every-60s",
+        "site=kaltim-demo", "source=field", "window=300s-every-60s",
     ]
     parsed = dict(field.split("=") for field in fields.split(","))
     assert "occupancy_pct" not in parsed

@@ -671,3 +671,22 @@ def test_metrics_match_brute_force(
         assert m.occupancy_pct == pytest.approx(want["occupancy_pct"])
         assert m.mean_speed_kmh == pytest.approx(want["mean_speed_kmh"])
     assert [k for k in store if k.startswith("pane|")] == []  # all state released
+
+
+def test_camera_counts_aggregate_beside_field_counts_not_into_them() -> None:
+    agg = WindowedAggregator("s", [WindowSpec(60, 60)], grace_s=5, pcu=PcuFactors())
+    store: dict[str, Any] = {}
+    loop = NormalisedReading(intersection="x", approach="n", lane="n1", device_id="loop",
+                             ts_ms=T0 + MIN, interval_s=60, counts={CAR: 10})
+    camera = NormalisedReading(intersection="x", approach="n", lane="n1",
+                               device_id="cam:n1-count", ts_ms=T0 + MIN, interval_s=60,
+                               counts={CAR: 9, MC: 3}, source="camera")
+    agg.on_batch(store, 0, ReadingsBatch(source_partition=0, source_offset=0,
+                                         readings=[loop]), arrival_ms=T0 + MIN)
+    agg.on_batch(store, 0, ReadingsBatch(source_topic="camera-frames", source_partition=0,
+                                         source_offset=0, readings=[camera]),
+                 arrival_ms=T0 + MIN)
+    out = agg.on_tick(store, 0, arrival_ms=T0 + 2 * MIN)
+    by_key = {(m.source, m.lane): m.counts for m in out.metrics}
+    assert by_key == {("field", "n1"): {CAR: 10}, ("field", None): {CAR: 10},
+                      ("camera", "n1"): {CAR: 9, MC: 3}, ("camera", None): {CAR: 9, MC: 3}}
