@@ -265,7 +265,9 @@ async def _watch(consumer: AIOKafkaConsumer, settings: Settings, state: DemoStat
             for metric in METRICS_LIST.validate_json(record.value):
                 state.metrics_received += 1
                 state.last_metric_wall = time.monotonic()
-                if metric.lane is None and metric.window == "60s":
+                # The live table shows the field devices' rows (camera rows have no
+                # occupancy and would overwrite them).
+                if metric.lane is None and metric.window == "60s" and metric.source == "field":
                     state.latest[(metric.intersection, metric.approach)] = metric
         else:
             dl = DeadLetter.model_validate_json(record.value)
