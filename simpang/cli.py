@@ -14,7 +14,7 @@ from simpang.schema import ALL_MEASUREMENTS
 from simpang.settings import Settings
 from simpang.site import Camera
 from simpang.site_file import SiteFileError, load_site
-from simulator.cli import scenario_app, simulate_app
+from simulator.cli import evaluate_command, scenario_app, simulate_app
 
 app = typer.Typer(
     help="Simpang: real-time smart-traffic stream processing.", no_args_is_help=True,
@@ -26,6 +26,7 @@ app.add_typer(site_app, name="site")
 app.add_typer(camera_app, name="camera")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(simulate_app, name="simulate")
+app.command("evaluate")(evaluate_command)
 console = Console()
 
 

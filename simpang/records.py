@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -142,6 +142,44 @@ class ApproachMetrics(BaseModel):
     occupancy_pct: float | None
     mean_speed_kmh: float | None
     readings: int
+
+
+class ApproachAssessment(BaseModel):
+    """One approach under one plan: the measured flow and what the plan makes of it."""
+
+    flow_pcu_per_hour: float
+    degree_of_saturation: float
+    delay_s: float = Field(description="Expected mean delay per PCU (PKJI).")
+
+
+class TimingRecommendation(BaseModel):
+    """A plan for one intersection with its reasons and inputs.
+
+    ``status``: ``recommended`` (a new plan, validated), ``fallback`` (the running plan kept:
+    data stale, missing, or the new plan failed the safety check; ``reasons`` say which).
+    """
+
+    v: Literal[1] = 1
+    site: str
+    intersection: str
+    ts: AwareDatetime
+    mode: Literal["plan", "adaptive"] = "plan"
+    status: Literal["recommended", "fallback"]
+    cycle_s: float
+    greens_s: dict[str, float]
+    offset_s: float
+    running_cycle_s: float
+    running_greens_s: dict[str, float]
+    expected_delay_s: float = Field(description="Expected mean delay per PCU under this plan.")
+    running_delay_s: float = Field(description="Expected delay per PCU under the running plan.")
+    approaches: dict[str, ApproachAssessment]
+    running_approaches: dict[str, ApproachAssessment]
+    critical: dict[str, str] = Field(description="Phase → its critical approach.")
+    flow_ratios: dict[str, float] = Field(description="Phase → its critical flow ratio.")
+    reasons: list[str]
+    inputs: dict[str, Any] = Field(description=(
+        "What it was computed from: lane flows (PCU/h), saturation flows, the metrics "
+        "window and its end, data age."))
 
 
 METRICS_LIST: TypeAdapter[list[ApproachMetrics]] = TypeAdapter(list[ApproachMetrics])

@@ -58,6 +58,7 @@ class Approach(_Model):
     lanes: list[Lane] = Field(min_length=1)
     protected: bool = Field(True, description="Protected (no opposing flow) in its phase.")
     speed_limit_kmh: float = Field(40.0, gt=0, le=130)
+    grade_pct: float = Field(0.0, ge=-10, le=10, description="Uphill positive, to the stop line.")
     sumo_edge: str | None = Field(None, description="The SUMO edge of this approach, if simulated.")
 
     @model_validator(mode="after")
@@ -75,6 +76,8 @@ class Phase(_Model):
     all_red_s: float = Field(2.0, ge=0.0, le=10.0)
     pedestrian_walk_s: float = Field(0.0, ge=0)
     pedestrian_clearance_s: float = Field(0.0, ge=0)
+    pedestrian_crossing_m: float | None = Field(
+        None, gt=0, le=80, description="Longest crosswalk walked in this phase.")
     sumo_state: str | None = Field(
         None,
         pattern=r"^[rRgGyYuoOs]+$",
@@ -86,6 +89,35 @@ class Phase(_Model):
         if self.max_green_s < self.min_green_s:
             raise ValueError("max_green_s is below min_green_s")
         return self
+
+
+class TimingLimits(_Model):
+    """Guardrails every timing recommendation for an intersection obeys."""
+
+    min_cycle_s: float = Field(40.0, ge=20, le=300)
+    max_cycle_s: float = Field(150.0, ge=20, le=300)
+    max_cycle_change_s: float = Field(
+        20.0, gt=0, description="Largest cycle change from the running plan in one step.")
+    max_green_change_s: float = Field(
+        10.0, gt=0, description="Largest change of one green from the running plan in one step.")
+    pedestrian_speed_mps: float = Field(
+        1.2, ge=1.0, le=1.2, description="Walking speed for clearance times (1.0 near schools).")
+
+    @model_validator(mode="after")
+    def _cycle_bounds(self) -> TimingLimits:
+        if self.max_cycle_s < self.min_cycle_s:
+            raise ValueError("max_cycle_s is below min_cycle_s")
+        return self
+
+
+class SaturationConditions(_Model):
+    """Site conditions of PKJI 2023's saturation flow adjustments (see
+    :mod:`simpang.timing`)."""
+
+    city_population_millions: float = Field(
+        0.9, gt=0, description="Samarinda and Balikpapan: between 0.5 and 1 million.")
+    environment: Literal["commercial", "residential", "restricted_access"] = "commercial"
+    side_friction: Literal["low", "medium", "high"] = "medium"
 
 
 class Plan(_Model):
@@ -214,6 +246,12 @@ class Intersection(_Model):
     sensors: list[Sensor] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)
     sumo_tls: str | None = Field(None, description="The SUMO traffic light system, if simulated.")
+    width_m: float | None = Field(
+        None, gt=0, le=200,
+        description="Stop line to the far side of the last conflicting lane, for all-red times; "
+                    "estimated from the lanes when not given.")
+    timing: TimingLimits = Field(default_factory=TimingLimits)
+    saturation: SaturationConditions = Field(default_factory=SaturationConditions)
 
     @model_validator(mode="after")
     def _references(self) -> Intersection:
@@ -255,6 +293,12 @@ class Intersection(_Model):
                 f"plan cycle_s {self.plan.cycle_s} differs from greens + yellow + all-red "
                 f"= {expected_cycle}"
             )
+        shortest_cycle = sum(max(p.min_green_s, p.pedestrian_walk_s + p.pedestrian_clearance_s)
+                             for p in self.phases) + lost_s
+        if shortest_cycle > self.timing.max_cycle_s:
+            raise ValueError(
+                f"minimum greens and intergreens need a {shortest_cycle} s cycle, above "
+                f"timing.max_cycle_s {self.timing.max_cycle_s}")
         for sensor in self.sensors:
             if sensor.lane not in lanes.get(sensor.approach, {}):
                 raise ValueError(
@@ -273,6 +317,19 @@ class Intersection(_Model):
                         f"camera {camera.id!r} counting line {line.id!r} names unknown {where}"
                     )
         return self
+
+    def approach(self, approach_id: str) -> Approach:
+        for approach in self.approaches:
+            if approach.id == approach_id:
+                return approach
+        raise KeyError(approach_id)
+
+    def estimated_width_m(self) -> float:
+        """:attr:`width_m`, or, when not given, twice the widest approach (its entry lanes and
+        as many exit lanes) plus a 2 m median: a conservative guess for all-red times."""
+        if self.width_m is not None:
+            return self.width_m
+        return 2 * max(sum(lane.width_m for lane in a.lanes) for a in self.approaches) + 2.0
 
 
 class SensorLocation(_Model):

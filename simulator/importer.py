@@ -349,7 +349,24 @@ def _intersection(
         sensors=sensors,
         cameras=cameras,
         sumo_tls=tls_id,
+        width_m=_crossing_width_m(nodes, edges),
     )
+
+
+def _crossing_width_m(nodes: set[Any], edges: list[Any]) -> float:
+    """How far traffic travels across the junction: the junction area's extent along each
+    approach's direction of travel, the largest over approaches (for all-red times)."""
+    points = np.array([xy[:2] for node in nodes for xy in node.getShape()], dtype=float)
+    if len(points) < 3:
+        points = np.array([node.getCoord()[:2] for node in nodes], dtype=float)
+    widest = 0.0
+    for edge in edges:
+        shape = np.array(edge.getLanes()[0].getShape(), dtype=float)[:, :2]
+        travel = shape[-1] - shape[-2]
+        travel /= max(float(np.linalg.norm(travel)), 1e-9)
+        along = points @ travel
+        widest = max(widest, float(along.max() - along.min()))
+    return round(min(max(widest, 1.0), 200.0), 1)
 
 
 @dataclass

@@ -142,6 +142,44 @@ class Signals:
             self._traci.trafficlight.setPhaseDuration(
                 tls, max(running.min_green_s - spent_s, 0.0))
 
+    def at_cycle_start(self, intersection_id: str, t_s: float) -> bool:
+        """The first phase's green began in the step that ended at ``t_s``: a moment to
+        change plans without cutting any phase short."""
+        controlled = self._controlled[intersection_id]
+        tls = controlled.intersection.sumo_tls
+        return (controlled.pending is None
+                and self._traci.trafficlight.getPhase(tls) == 0
+                # SUMO counts the step a phase began in as spent.
+                and self._traci.trafficlight.getSpentDuration(tls)
+                <= self._traci.simulation.getDeltaT() + 1e-9)
+
+    def green_phase(self, intersection_id: str) -> str | None:
+        """Id of the site phase showing its green now; None during an intergreen."""
+        controlled = self._controlled[intersection_id]
+        index = self._traci.trafficlight.getPhase(controlled.intersection.sumo_tls)
+        phase = _current_phase(controlled, index)
+        return phase.id if controlled.program[index][1] == _state(phase) else None
+
+    def green_spent_s(self, intersection_id: str) -> float:
+        """How long the current SUMO phase has shown."""
+        tls = self._controlled[intersection_id].intersection.sumo_tls
+        return float(self._traci.trafficlight.getSpentDuration(tls))
+
+    def pending(self, intersection_id: str) -> bool:
+        """A phase decision waits for its intergreen."""
+        return self._controlled[intersection_id].pending is not None
+
+    def hold_green(self, intersection_id: str, seconds: float) -> None:
+        """Keep the current green ``seconds`` more, never past its maximum."""
+        controlled = self._controlled[intersection_id]
+        green = self.green_phase(intersection_id)
+        if green is None:
+            raise ValueError(f"{intersection_id} is in an intergreen: no green to hold")
+        phase = next(p for p in controlled.intersection.phases if p.id == green)
+        left = phase.max_green_s - self.green_spent_s(intersection_id)
+        self._traci.trafficlight.setPhaseDuration(
+            controlled.intersection.sumo_tls, max(min(seconds, left), 0.0))
+
     def current_phase(self, intersection_id: str) -> str:
         """Id of the site phase whose green (or intergreen) SUMO is in."""
         controlled = self._controlled[intersection_id]

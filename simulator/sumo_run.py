@@ -89,6 +89,11 @@ class SumoRun:
     controller: SignalController = field(default_factory=FixedTime)
     track_vehicles: bool = False
     queue_detectors: bool = True
+    extra_additional: list[Path] = field(default_factory=list)
+    # Trip records also for vehicles still driving or never inserted at the end (evaluation:
+    # a controller that blocks entries must not look better for it).
+    write_unfinished: bool = False
+    demand_scale: float = 1.0
 
     def __post_init__(self) -> None:
         # SUMO resolves output paths in an additional file against that file's folder.
@@ -120,6 +125,13 @@ class SumoRun:
         self.close()
 
     @property
+    def traci(self) -> Any:
+        """The running libsumo module (after :meth:`start`)."""
+        if self._traci is None:
+            raise SumoError("the run has not started")
+        return self._traci
+
+    @property
     def time_s(self) -> float:
         return float(self._traci.simulation.getTime())
 
@@ -147,7 +159,7 @@ class SumoRun:
         outputs = self.work_dir / "scenario-outputs"
         additional = [
             str(redirect_outputs(p, outputs)) for p in self.config.additional_files
-        ] + [str(detector_file)]
+        ] + [str(detector_file)] + [str(Path(p).resolve()) for p in self.extra_additional]
         args = [
             "sumo", "-c", str(self.config.path),
             "--seed", str(self.seed),
@@ -162,6 +174,11 @@ class SumoRun:
                 args += [f"--{option}", str(outputs / Path(value).name)]
         if self.end_s is not None:
             args += ["--end", f"{self.end_s:g}"]
+        if self.demand_scale != 1.0:
+            args += ["--scale", f"{self.demand_scale:g}"]
+        if self.write_unfinished:
+            args += ["--tripinfo-output.write-unfinished", "true",
+                     "--tripinfo-output.write-undeparted", "true"]
         try:
             libsumo.start(args)
         except Exception as exc:
@@ -219,6 +236,10 @@ class SumoRun:
         if end is not None and self.time_s >= end - 1e-9:
             return True
         return bool(self._traci.simulation.getMinExpectedNumber() <= 0) and end is None
+
+    def vehicle_class(self, vehicle_id: str) -> VehicleClass:
+        """Class of a vehicle that has departed in this run."""
+        return self._types[self._vehicle_type[vehicle_id]].vehicle_class
 
     def vehicles(self) -> list[VehicleState]:
         """Every vehicle now (needs ``track_vehicles``)."""
