@@ -65,6 +65,9 @@ class LaneDemand:
             if (row.intersection != self.intersection.id or row.window != self.window
                     or row.approach not in lanes):
                 continue
+            if row.source == "field" and row.lane is not None and (
+                    row.approach, row.lane) not in self._counting_lanes():
+                continue  # a radar's zero count is no count: it cannot count
             store = self._field if row.source == "field" else self._camera
             if row.lane is not None:
                 targets = [row.lane] if row.lane in lanes[row.approach] else []
@@ -81,9 +84,14 @@ class LaneDemand:
                 if known is None or row.window_end >= known.window_end:
                     store[key] = _LaneFlow(flow, row.window_end, row.source)
 
+    def _counting_lanes(self) -> set[LaneKey]:
+        return {(s.approach, s.lane) for s in self.intersection.sensors
+                if s.kind in ("loop", "counter")}
+
     def monitored_lanes(self) -> list[LaneKey]:
-        """Lanes with a field device or a camera line, whose flow a plan must know."""
-        lanes: set[LaneKey] = {(s.approach, s.lane) for s in self.intersection.sensors}
+        """Lanes with a counting field device (loop, counter) or a camera line, whose flow a
+        plan must know. A radar measures occupancy and speed, not flow."""
+        lanes = self._counting_lanes()
         for camera in self.intersection.cameras:
             for line in camera.counting_lines:
                 if line.lane is not None:
@@ -138,7 +146,7 @@ def recommend(
     unmonitored = [(a.id, lane.id) for a in intersection.approaches for lane in a.lanes
                    if (a.id, lane.id) not in monitored]
     if unmonitored:
-        reasons.append("no detector on lanes "
+        reasons.append("no counting detector on lanes "
                        f"{', '.join(f'{a}/{lane}' for a, lane in unmonitored)}: taken as 0 PCU/h")
     lane_flows = _uncapped(intersection, lane_flows, running, reasons)
     groups = lane_groups(intersection, lane_flows)

@@ -123,5 +123,47 @@ CAMERA_HEALTH = Measurement(
     description="Each camera's counting health, every health interval of the worker.",
 )
 
+TIMING_RECOMMENDATIONS = Measurement(
+    name="timing_recommendations",
+    tags=("site", "intersection", "status", "mode"),
+    fields=(
+        FieldSpec("cycle_s", "float", "s", "Recommended cycle (the running one on fallback)."),
+        FieldSpec("offset_s", "float", "s", "Recommended offset."),
+        FieldSpec("running_cycle_s", "float", "s", "Cycle of the plan running when made."),
+        FieldSpec("expected_delay_s", "float", "s/pcu", "Expected mean delay, recommended."),
+        FieldSpec("running_delay_s", "float", "s/pcu", "Expected mean delay, running plan."),
+        FieldSpec("max_degree_of_saturation", "float", "", "Highest approach DS, recommended."),
+        FieldSpec("running_max_degree_of_saturation", "float", "",
+                  "Highest approach DS, running plan."),
+        FieldSpec("reasons", "string", "", "Why, in words, separated by ' | '."),
+    ),
+    description=("One point per recommendation (status recommended or fallback); "
+                 "time = when it was made."),
+)
+
+TIMING_PHASES = Measurement(
+    name="timing_phases",
+    tags=("site", "intersection", "phase"),
+    fields=(
+        FieldSpec("green_s", "float", "s", "Recommended green."),
+        FieldSpec("running_green_s", "float", "s", "Green of the running plan."),
+        FieldSpec("flow_ratio", "float", "", "Critical flow ratio (q/S of the busiest lane)."),
+    ),
+    description="Per phase of each recommendation; time = when it was made.",
+)
+
+TIMING_APPROACHES = Measurement(
+    name="timing_approaches",
+    tags=("site", "intersection", "approach"),
+    fields=(
+        FieldSpec("flow_pcu_per_hour", "float", "pcu/h", "Flow the recommendation used."),
+        FieldSpec("degree_of_saturation", "float", "", "DS under the recommended plan."),
+        FieldSpec("running_degree_of_saturation", "float", "", "DS under the running plan."),
+        FieldSpec("delay_s", "float", "s/pcu", "Expected delay, recommended plan."),
+        FieldSpec("running_delay_s", "float", "s/pcu", "Expected delay, running plan."),
+    ),
+    description="Per approach of each recommendation; time = when it was made.",
+)
+
 ALL_MEASUREMENTS = (APPROACH_METRICS, DEAD_LETTERS, PIPELINE_HEALTH, CONSUMER_LAG,
-                    CAMERA_HEALTH)
+                    CAMERA_HEALTH, TIMING_RECOMMENDATIONS, TIMING_PHASES, TIMING_APPROACHES)

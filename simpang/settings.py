@@ -77,6 +77,7 @@ class TopicSettings(BaseModel):
     approach_metrics: str = "approach-metrics"
     dead_letters: str = "dead-letters"
     pipeline_health: str = "pipeline-health"
+    timing_recommendations: str = "timing-recommendations"
     partitions: int = Field(4, gt=0)
     replication_factor: int = Field(1, gt=0)
 
@@ -142,6 +143,20 @@ class _FlatInfluxEnv(PydanticBaseSettingsSource):
         return {"influx": influx} if influx else {}
 
 
+class TimingSettings(BaseModel):
+    enabled: bool = Field(True, description="Run the timing agent.")
+    window: str = Field("300s-every-60s", description=(
+        "Which approach-metrics window the plans are computed from (one of the windows)."))
+    every_cycles: int = Field(3, gt=0, description="A recommendation every this many cycles.")
+    max_age_s: float = Field(300.0, gt=0, description=(
+        "Metrics older than this are stale: the running plan stays, with that reason."))
+    check_interval_s: float = Field(30.0, gt=0, description=(
+        "How often the agent looks for intersections whose metrics stopped coming."))
+    assume_adopted: bool = Field(True, description=(
+        "Take each recommended plan as the one running from then on (no controller "
+        "reports its plan yet)."))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIMPANG_", env_nested_delimiter="__", extra="ignore"
@@ -159,6 +174,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     windows: WindowSettings = Field(default_factory=WindowSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    timing: TimingSettings = Field(default_factory=TimingSettings)
 
     @classmethod
     def settings_customise_sources(

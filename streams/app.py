@@ -5,7 +5,8 @@
           └────────────▶ dead-letters ◀──────────────┘
     camera-frames ─counting─┘ (line counts, source=camera) ─▶ vehicle-crossings
           │ bad frames ─▶ dead-letters
-    dead-letters, pipeline-health, camera-health ─sink─▶ InfluxDB
+    approach-metrics ─timing─▶ timing-recommendations (every few cycles per intersection)
+    dead-letters, pipeline-health, camera-health, timing-recommendations ─sink─▶ InfluxDB
 
 ``create_app`` builds everything from explicit settings, a site and a sink, so tests and the
 demo can run several independent apps; nothing lives in module globals.
@@ -34,6 +35,7 @@ from simpang.records import (
     MetricsInput,
     ReadingsBatch,
     RejectReason,
+    TimingRecommendation,
     WatermarkTick,
 )
 from simpang.settings import Settings
@@ -48,8 +50,10 @@ from streams.points import (
     camera_health_line,
     dead_letter_line,
     health_lines,
+    timing_lines,
 )
 from streams.sink import PermanentSinkError, PointSink, RetryableSinkError, sink_from_settings
+from streams.timing import TimingService
 from streams.transport import SimpangFaustApp
 
 log = logging.getLogger("simpang.streams")
@@ -67,6 +71,7 @@ class SimpangApp:
     sink: PointSink
     counters: PipelineCounters
     camera_counting: CameraCounting | None = None
+    timing: TimingService | None = None
 
 
 def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None) -> SimpangApp:
@@ -112,6 +117,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     camera_frames = raw_topic("camera_frames")
     vehicle_crossings = raw_topic("vehicle_crossings")
     camera_health = raw_topic("camera_health")
+    timing_recommendations = raw_topic("timing_recommendations")
     windows_table = app.Table(
         "windows",  # Faust names the changelog "{app_id}-windows-changelog"
         default=None,
@@ -359,5 +365,48 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         camera_health, "sink-camera-health",
         lambda raw: [camera_health_line(CameraHealth.model_validate_json(raw))],
     )
-    return SimpangApp(app, settings, site, point_sink, counters, camera_counting)
+
+    timing = None
+    labels = {spec.label for spec in settings.windows.specs()}
+    if settings.timing.enabled and settings.timing.window not in labels:
+        # A window nobody computes would leave every intersection on "no metrics yet".
+        log.error("signal timing is off: timing window %r is not one of the windows %s",
+                  settings.timing.window, sorted(labels))
+    elif settings.timing.enabled:
+        timing = TimingService(site, settings.timing)
+        service = timing
+
+        async def publish(made: list[TimingRecommendation]) -> None:
+            for recommendation in made:
+                log.info("timing %s %s: cycle %.0f s, %s", recommendation.intersection,
+                         recommendation.status, recommendation.cycle_s,
+                         recommendation.reasons[-1] if recommendation.reasons else "")
+                await timing_recommendations.send(
+                    key=recommendation.intersection.encode(),
+                    value=recommendation.model_dump_json().encode())
+
+        @app.agent(approach_metrics, name="timing")
+        async def timing_agent(stream: StreamT[bytes]) -> None:
+            async for raw in stream:
+                try:
+                    rows = METRICS_LIST.validate_json(raw)
+                except ValidationError as exc:
+                    log.error("timing: unreadable approach-metrics message: %s", exc)
+                    continue
+                await publish(service.on_metrics(rows))
+
+        @app.timer(interval=settings.timing.check_interval_s)
+        async def timing_watchdog() -> None:
+            await publish(service.on_clock(datetime.now(UTC)))
+
+        @app.on_partitions_revoked.connect
+        async def forget_timing(app: Any, revoked: Any, **kwargs: Any) -> None:
+            # Another worker owns these intersections now; it will speak for them.
+            service.forget()
+
+    sink_agent(
+        timing_recommendations, "sink-timing",
+        lambda raw: timing_lines(TimingRecommendation.model_validate_json(raw)),
+    )
+    return SimpangApp(app, settings, site, point_sink, counters, camera_counting, timing)
 

@@ -22,6 +22,7 @@ APP_TOPICS = (
     "vehicle_crossings",
     "camera_health",
     "pipeline_health",
+    "timing_recommendations",
 )
 
 

@@ -7,13 +7,22 @@ from datetime import datetime
 
 from influxdb_client import Point, WritePrecision
 
-from simpang.records import ApproachMetrics, CameraHealth, DeadLetter, HealthSample
+from simpang.records import (
+    ApproachMetrics,
+    CameraHealth,
+    DeadLetter,
+    HealthSample,
+    TimingRecommendation,
+)
 from simpang.schema import (
     APPROACH_METRICS,
     CAMERA_HEALTH,
     CONSUMER_LAG,
     DEAD_LETTERS,
     PIPELINE_HEALTH,
+    TIMING_APPROACHES,
+    TIMING_PHASES,
+    TIMING_RECOMMENDATIONS,
     count_field,
 )
 from simpang.vehicles import VehicleClass
@@ -123,3 +132,44 @@ def camera_health_line(health: CameraHealth) -> str:
     if health.queue_vehicles is not None:
         point.field("queue_vehicles", health.queue_vehicles)
     return str(point.to_line_protocol())
+
+
+def timing_lines(r: TimingRecommendation) -> list[str]:
+    """A recommendation, its phases and its approaches."""
+    ts = _ns(r.ts)
+    max_ds = max((a.degree_of_saturation for a in r.approaches.values()), default=0.0)
+    running_max_ds = max((a.degree_of_saturation for a in r.running_approaches.values()),
+                         default=0.0)
+    lines = [str(
+        Point(TIMING_RECOMMENDATIONS.name)
+        .tag("site", r.site).tag("intersection", r.intersection)
+        .tag("status", r.status).tag("mode", r.mode)
+        .field("cycle_s", float(r.cycle_s)).field("offset_s", float(r.offset_s))
+        .field("running_cycle_s", float(r.running_cycle_s))
+        .field("expected_delay_s", float(r.expected_delay_s))
+        .field("running_delay_s", float(r.running_delay_s))
+        .field("max_degree_of_saturation", float(max_ds))
+        .field("running_max_degree_of_saturation", float(running_max_ds))
+        .field("reasons", _one_line(" | ".join(r.reasons))[:4000])
+        .time(ts, WritePrecision.NS).to_line_protocol())]
+    for phase, green in r.greens_s.items():
+        point = (Point(TIMING_PHASES.name)
+                 .tag("site", r.site).tag("intersection", r.intersection).tag("phase", phase)
+                 .field("green_s", float(green))
+                 .field("running_green_s", float(r.running_greens_s.get(phase, green)))
+                 .time(ts, WritePrecision.NS))
+        if phase in r.flow_ratios:
+            point.field("flow_ratio", float(r.flow_ratios[phase]))
+        lines.append(str(point.to_line_protocol()))
+    for approach, assessed in r.approaches.items():
+        running = r.running_approaches.get(approach, assessed)
+        lines.append(str(
+            Point(TIMING_APPROACHES.name)
+            .tag("site", r.site).tag("intersection", r.intersection).tag("approach", approach)
+            .field("flow_pcu_per_hour", float(assessed.flow_pcu_per_hour))
+            .field("degree_of_saturation", float(assessed.degree_of_saturation))
+            .field("running_degree_of_saturation", float(running.degree_of_saturation))
+            .field("delay_s", float(assessed.delay_s))
+            .field("running_delay_s", float(running.delay_s))
+            .time(ts, WritePrecision.NS).to_line_protocol()))
+    return lines
