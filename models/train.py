@@ -34,7 +34,6 @@ import typer
 from detectors.detections import DETECTED_CLASSES
 from detectors.letterbox import Preprocessing, letterbox
 
-INPUT_HW = (192, 320)
 MIN_BOX_HEIGHT_PX = 6.0
 MIN_VISIBILITY = 0.3
 CLASS_NAMES = [c.value for c in DETECTED_CLASSES]
@@ -56,6 +55,8 @@ HELD_OUT_RUNS = [("four_arm", "08:00", 9001), ("four_arm", "18:10", 9002),
 class TrainConfig:
     seed: int = 0
     epochs: int = 16
+    # Network input (height, width), multiples of 32; the exported model keeps it.
+    input_hw: tuple[int, int] = (192, 320)
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 5e-4
@@ -105,7 +106,7 @@ def render_sets(work_dir: Path, config: TrainConfig, train_runs: list[Run] | Non
     return train, held_out
 
 
-def load_samples(directories: list[Path]) -> list[Sample]:
+def load_samples(directories: list[Path], input_hw: tuple[int, int]) -> list[Sample]:
     """Letterboxed frames and their targets in input pixels."""
     import cv2
 
@@ -115,7 +116,7 @@ def load_samples(directories: list[Path]) -> list[Sample]:
         for line in (directory / "annotations.jsonl").read_text().splitlines():
             record = json.loads(line)
             frame = cv2.imread(str(directory / record["image"]))
-            padded, fit = letterbox(frame, INPUT_HW, Preprocessing())
+            padded, fit = letterbox(frame, input_hw, Preprocessing())
             boxes = np.array([b["box_xyxy"] for b in record["boxes"]], np.float32).reshape(-1, 4)
             boxes[:, [0, 2]] = boxes[:, [0, 2]] * fit.scale + fit.pad_x
             boxes[:, [1, 3]] = boxes[:, [1, 3]] * fit.scale + fit.pad_y
@@ -282,7 +283,7 @@ def export(net: Any, path: Path, config: TrainConfig) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(net, torch.zeros(1, 3, *INPUT_HW), str(path), opset_version=17,
+    torch.onnx.export(net, torch.zeros(1, 3, *config.input_hw), str(path), opset_version=17,
                       input_names=["images"], output_names=["output0"],
                       dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}},
                       dynamo=False)
@@ -290,7 +291,7 @@ def export(net: Any, path: Path, config: TrainConfig) -> None:
     metadata = {
         "description": "Simpang default vehicle detector, trained on simulator renders",
         "names": repr(dict(enumerate(CLASS_NAMES))),
-        "imgsz": repr(list(INPUT_HW)),
+        "imgsz": repr(list(config.input_hw)),
         "stride": "16",
         "simpang_layout": "yolov8",
         "training": json.dumps(asdict(config)),
@@ -312,7 +313,7 @@ def evaluate(path: Path, directories: list[Path]) -> dict[str, Any]:
 
     detector = OnnxDetector(path, confidence=0.01)
     index = {name: i for i, name in enumerate(CLASS_NAMES)}
-    scale = min(INPUT_HW[0] / 360, INPUT_HW[1] / 640)
+    scale = min(detector.input_hw[0] / 360, detector.input_hw[1] / 640)
     ap = AveragePrecision(0.5)
     frames = 0
     for directory in directories:
@@ -338,22 +339,27 @@ def main(
     work_dir: Annotated[Path, typer.Option(help="Rendered frames (reused when present).")
                         ] = Path("build/detector-training"),
     seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Passes over the training frames.")] = 16,
+    epochs: Annotated[int, typer.Option(help="Passes over the training frames.")
+                      ] = TrainConfig.epochs,
+    input_height: Annotated[int, typer.Option(help="Network input height, multiple of 32.")
+                            ] = TrainConfig.input_hw[0],
+    input_width: Annotated[int, typer.Option(help="Network input width, multiple of 32.")
+                           ] = TrainConfig.input_hw[1],
 ) -> None:
     """Render, train, export, evaluate; the report goes next to the model as JSON."""
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    config = TrainConfig(seed=seed, epochs=epochs)
+    config = TrainConfig(seed=seed, epochs=epochs, input_hw=(input_height, input_width))
     started = time.monotonic()
     train_dirs, held_out_dirs = render_sets(work_dir, config)
-    samples = load_samples(train_dirs)
+    samples = load_samples(train_dirs, config.input_hw)
     typer.echo(f"{len(samples)} training frames, "
                f"{sum(int((~s.ignored).sum()) for s in samples)} boxes "
                f"({time.monotonic() - started:.0f} s)")
     net = train(samples, config, log=typer.echo)
     export(net, out, config)
-    report = {"model": out.name, "size_bytes": out.stat().st_size, "input_hw": INPUT_HW,
+    report = {"model": out.name, "size_bytes": out.stat().st_size, "input_hw": config.input_hw,
               "training_frames": len(samples), "config": asdict(config),
               "held_out": evaluate(out, held_out_dirs),
               "train_seconds": round(time.monotonic() - started)}

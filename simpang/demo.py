@@ -31,7 +31,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from simpang.records import METRICS_LIST, ApproachMetrics, DeadLetter, HealthSample
+from simpang.records import (
+    METRICS_LIST,
+    ApproachMetrics,
+    DeadLetter,
+    HealthSample,
+    TimingRecommendation,
+)
 from simpang.settings import Settings
 from simulator.faults import DeviceMessage, FaultInjector
 from simulator.simulate import (
@@ -58,6 +64,8 @@ class DemoState:
     metric_points_written: int = 0
     latest: dict[tuple[str, str], ApproachMetrics] = field(default_factory=dict)
     phases: dict[str, str] = field(default_factory=dict)
+    timing: dict[str, TimingRecommendation] = field(default_factory=dict)
+    recommendations: int = 0
     sim_time: datetime | None = None
     last_metric_wall: float = 0.0
 
@@ -156,6 +164,7 @@ def run_demo(
         "dead_letters": state.dead_letters,
         "dead_letter_reasons": state.dead_letter_reasons,
         "metrics_emitted": state.metrics_received,
+        "timing_recommendations": state.recommendations,
         "messages_sent": state.messages_sent,
         "wall_s": round(time.monotonic() - started, 1),
         "sink": settings.influx.url or str(lp_file),
@@ -201,6 +210,7 @@ async def _drive(
         settings.topics.name("approach_metrics"),
         settings.topics.name("dead_letters"),
         settings.topics.name("pipeline_health"),
+        settings.topics.name("timing_recommendations"),
         **aiokafka_kwargs(settings.kafka),
         group_id=None,
         auto_offset_reset="earliest",
@@ -255,12 +265,17 @@ async def _drive(
 async def _watch(consumer: AIOKafkaConsumer, settings: Settings, state: DemoState) -> None:
     metrics_topic = settings.topics.name("approach_metrics")
     health_topic = settings.topics.name("pipeline_health")
+    timing_topic = settings.topics.name("timing_recommendations")
     async for record in consumer:
         if record.topic == health_topic:
             sample = HealthSample.model_validate_json(record.value)
             state.metric_points_written = max(
                 state.metric_points_written, sample.metric_points_written
             )
+        elif record.topic == timing_topic:
+            recommendation = TimingRecommendation.model_validate_json(record.value)
+            state.recommendations += 1
+            state.timing[recommendation.intersection] = recommendation
         elif record.topic == metrics_topic:
             for metric in METRICS_LIST.validate_json(record.value):
                 state.metrics_received += 1
@@ -299,7 +314,19 @@ def _view(state: DemoState, title: str, zone: ZoneInfo) -> Group:
             f"{m.mean_speed_kmh:.1f}" if m.mean_speed_kmh is not None else "-",
             f"{100 * motorcycles / vehicles:.0f}" if vehicles else "-",
         )
-    return Group(header, table)
+    return Group(header, table, *(_timing_line(r, zone) for _, r in sorted(state.timing.items())))
+
+
+def _timing_line(r: TimingRecommendation, zone: ZoneInfo) -> Text:
+    """One intersection's latest recommendation, in a line."""
+    at = r.ts.astimezone(zone).strftime("%H:%M")
+    if r.status == "fallback":
+        return Text(f"timing {r.intersection} {at}: keeps its {r.cycle_s:.0f} s plan — "
+                    f"{r.reasons[0]}")
+    greens = " ".join(f"{p} {g:.0f}" for p, g in r.greens_s.items())
+    return Text(f"timing {r.intersection} {at}: cycle {r.cycle_s:.0f} s (was "
+                f"{r.running_cycle_s:.0f}), greens {greens}; expected delay "
+                f"{r.running_delay_s:.0f} → {r.expected_delay_s:.0f} s/PCU")
 
 
 def _count_metric_lines(lp_file: Path) -> int:

@@ -360,7 +360,10 @@ def webster_timing(
         highs = [max(min(high, running.greens_s[p.id] + limits.max_green_change_s), low)
                  for p, high, low in zip(phases, highs, lows, strict=True)]
         cycle = min(max(cycle, sum(lows) + lost_s), sum(highs) + lost_s)
-    cycle = float(round(cycle))
+    # Whole seconds, still within what the green bounds allow.
+    fewest, most = sum(lows) + lost_s, sum(highs) + lost_s
+    cycle = min(max(float(round(cycle)), math.ceil(fewest - 1e-9)), math.floor(most + 1e-9))
+    cycle = min(max(cycle, fewest), most)
     greens = _whole_seconds(share(cycle - lost_s, ratios, lows, highs), lows, highs,
                             cycle - lost_s)
     plan = Plan(

@@ -104,6 +104,13 @@ def test_demo_writes_line_protocol_that_loads_into_influxdb(
     seen = {(tag(line, "intersection"), tag(line, "approach")) for line in metric_lines}
     assert seen == approaches
     assert all(tag(line, "site") == site.id for line in metric_lines)
+    # The timing agent spoke for the intersection, and its points are in the file too.
+    timing_lines = [line for line in lines if line.startswith("timing_recommendations,")]
+    recommendations = summary["timing_recommendations"]
+    assert isinstance(recommendations, int) and recommendations >= 1
+    assert 1 <= len(timing_lines) <= recommendations
+    assert {tag(line, "intersection") for line in timing_lines} == {
+        i.id for i in site.intersections}
 
     database = f"demo{uuid.uuid4().hex[:8]}"
     db = InfluxQL(influxdb.url, database)

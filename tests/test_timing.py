@@ -205,3 +205,19 @@ def test_unknown_width_is_estimated_conservatively() -> None:
     intersection = four_arm(width_m=None)
     # Two 3.5 m lanes in, as many out, plus a 2 m median.
     assert intersection.estimated_width_m() == pytest.approx(16.0)
+
+
+def test_fractional_bounds_still_give_a_plan() -> None:
+    data = four_arm().model_dump()
+    data["phases"][0].update(pedestrian_walk_s=7.5, pedestrian_clearance_s=8.2)
+    data["phases"][1]["yellow_s"] = 3.5
+    intersection = Intersection.model_validate(data | {
+        "plan": {"cycle_s": 100.5, "greens_s": {"p-north": 20, "p-east": 20, "p-south": 20,
+                                                "p-west": 20}}})
+    running = Plan(cycle_s=80.2, greens_s={"p-north": 15.7, "p-east": 14.5, "p-south": 15.0,
+                                           "p-west": 14.5})
+    for demand in (flows(50, 50, 50, 50), flows(900, 100, 900, 100), flows(3000, 0, 0, 0)):
+        timing = webster_timing(intersection, demand, running=running)
+        assert check_plan(intersection, timing.plan) == []
+        assert all(abs(timing.plan.greens_s[p] - running.greens_s[p]) <= 10 + 1e-9
+                   for p in running.greens_s)
