@@ -279,6 +279,8 @@ def evaluate_command(
     survey: Annotated[bool, typer.Option(
         help="Measure saturation flows in simulation first (for Simpang's controllers).")
     ] = True,
+    report: Annotated[Path | None, typer.Option(
+        help="Write plots (PNG) and a Markdown summary into this directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Run a SUMO scenario under each signal controller and seed; mean delay per vehicle,
@@ -335,6 +337,13 @@ def evaluate_command(
     except (SumoError, ValueError) as exc:
         raise _fail(str(exc)) from None
     summary = evaluation.summary()
+    if report is not None:
+        from simulator.report import write_report
+
+        written = write_report(evaluation, report)
+        if not as_json:
+            console.print(f"report: {', '.join(str(p) for p in written)}", markup=False,
+                          highlight=False)
     result = {
         "scenario": name, "begin_s": evaluation.begin_s, "end_s": evaluation.end_s,
         "seeds": seeds, "controllers": summary,

@@ -17,7 +17,7 @@ import math
 import statistics
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ class RunMeasures:
     plan_changes: int
     delay_by_depart_minute: dict[int, float] = field(default_factory=dict)
     queue_by_approach_m: dict[str, float] = field(default_factory=dict)
+    plans: list[tuple[float, str, float]] = field(default_factory=list)
+    """(simulated s, intersection, cycle s) of every plan in force, the first at the start."""
 
 
 Controller = FixedTime | Actuated | MaxPressure | SimpangPlan
@@ -86,7 +88,6 @@ def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_di
                   write_unfinished=True)
     observe: Callable[[list[dict[str, Any]], datetime], None] | None = getattr(
         controller, "observe", None)
-    plan_changes = 0
     with run:
         attach = getattr(controller, "attach", None)
         if attach is not None:
@@ -98,9 +99,12 @@ def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_di
                 observe(readings, run.timestamp(t_s))
         ended_at_s = run.time_s
         assert run.signals is not None
-        plan_changes = sum(len(run.signals.plan_changes(i)) - 1
-                           for i in run.signals.intersections)
-    return _measures(controller_name, seed, work_dir, run.begin, ended_at_s, plan_changes)
+        plans = sorted((t_s, i, plan.cycle_s) for i in run.signals.intersections
+                       for t_s, plan in run.signals.plan_changes(i))
+        controlled = len(run.signals.intersections)
+    measures = _measures(controller_name, seed, work_dir, run.begin, ended_at_s,
+                         len(plans) - controlled)
+    return replace(measures, plans=plans)
 
 
 def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s: float,

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import cv2
 import pytest
 
 from simpang.site import Intersection
@@ -199,7 +200,8 @@ def test_evaluate_command_prints_each_controller_with_confidence(tmp_path: Path)
     env = {**os.environ, "SIMPANG_DATA_DIR": str(tmp_path / "data")}
     result = subprocess.run(
         [sys.executable, "-m", "simpang", "evaluate", "--scenario", "t_junction",
-         "--begin", "17:00", "--duration", "600", "--seeds", "2", "--json"],
+         "--begin", "17:00", "--duration", "600", "--seeds", "2", "--json",
+         "--report", str(tmp_path / "report")],
         capture_output=True, text=True, env=env, check=False, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
@@ -217,6 +219,17 @@ def test_evaluate_command_prints_each_controller_with_confidence(tmp_path: Path)
         assert entry["mean_delay_s"] > 0 and entry["throughput_veh"] > 100
     # The survey measured the lanes Simpang's plans were computed with.
     assert any(s["saturation_flow_pcu_per_hour"] for s in report["saturation_survey"])
+
+    # The report: three plots and a summary whose table has the JSON's figures.
+    for name in ("delay_over_time.png", "queue_per_approach.png", "plan_changes.png"):
+        image = cv2.imread(str(tmp_path / "report" / name))
+        assert image is not None and image.shape[0] > 300 and image.shape[1] > 500, name
+        assert image.std() > 10, name  # something is drawn
+    markdown = (tmp_path / "report" / "summary.md").read_text()
+    for name, entry in report["controllers"].items():
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{entry['mean_delay_s']:.1f} ± {entry['ci95']:.1f}" in row
+    assert "than the fixed programme" in markdown
 
     bad = subprocess.run(
         [sys.executable, "-m", "simpang", "evaluate", "--scenario", "t_junction",
