@@ -23,6 +23,7 @@ from simulator.sumo_run import SumoRun
 START_UP_LOSS_S = 4.0
 MIN_QUEUED = 2
 MIN_SATURATED_S = 60.0
+ENOUGH_SATURATED_S = 300.0
 SURVEY_DEMAND_SCALE = 1.5
 
 
@@ -43,7 +44,9 @@ def survey(site: Site, sumocfg: Path, work_dir: Path, *, day: datetime, seed: in
            begin_s: float | None = None, end_s: float | None = None,
            demand_scale: float = SURVEY_DEMAND_SCALE) -> list[LaneSaturation]:
     """Measured saturated discharge of every simulated lane under the site's plans, with the
-    scenario's demand scaled up so that every lane queues often enough to be measured."""
+    scenario's demand scaled up so that every lane queues often enough to be measured. The
+    survey stops once every lane has :data:`ENOUGH_SATURATED_S` of saturated green (a long
+    span at 1.5 × demand can jam a network, and a jammed SUMO crawls)."""
     run = SumoRun(site, sumocfg, work_dir, seed=seed, begin_s=begin_s, end_s=end_s, day=day,
                   queue_detectors=False, demand_scale=demand_scale)
     lanes = [(i, a.id, lane.id, lane.sumo_lane) for i in site.intersections if i.sumo_tls
@@ -59,6 +62,8 @@ def survey(site: Site, sumocfg: Path, work_dir: Path, *, day: datetime, seed: in
         step_s = run.step_length_s
         while not run.finished():
             t_s = run.step()
+            if t_s % 60 == 0 and min(seconds.values(), default=0.0) >= ENOUGH_SATURATED_S:
+                break
             green: set[str] = set()
             for intersection in site.intersections:
                 if intersection.sumo_tls is None:
