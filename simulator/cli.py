@@ -363,8 +363,8 @@ def evaluate_command(
 
     table = Table(title=f"{name}: {seeds} seed(s), {_clock(evaluation.begin_s)}–"
                         f"{_clock(evaluation.end_s)}")
-    for column in ("controller", "delay s/veh", "travel time s", "mean queue m", "max queue m",
-                   "throughput", "stops/veh"):
+    for column in ("controller", "delay s", "travel s", "queue m", "max queue m", "arrived",
+                   "stops"):
         table.add_column(column, justify="right")
     for controller, entry in summary.items():
         table.add_row(controller, *(
