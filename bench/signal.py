@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--begin", default=None, help="HH:MM (default: the scenario's begin)")
     parser.add_argument("--duration", type=float, default=None,
                         help="simulated seconds (default: to the scenario's end)")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="simulated seconds left out of the measures at the start")
     parser.add_argument("--scenarios", default=",".join(scenario_names()))
     parser.add_argument("--controllers", default=",".join(CONTROLLERS))
     args = parser.parse_args()
@@ -61,7 +63,7 @@ def main() -> None:
             evaluation = evaluate(
                 built.site(), built.sumocfg, Path(tmp) / name, scenario=name,
                 controllers=controllers, seeds=list(range(1, args.seeds + 1)),
-                begin_s=begin_s, end_s=end_s,
+                begin_s=begin_s, end_s=end_s, warmup_s=args.warmup,
                 on_run=lambda r: print(f"  {r.controller:>13} seed {r.seed}: "
                                        f"{r.mean_delay_s:.1f} s/veh", flush=True))
             summary = evaluation.summary()

@@ -276,6 +276,9 @@ def evaluate_command(
         help="Simulated seconds (default: to the scenario's end).")] = None,
     out: Annotated[Path | None, typer.Option(
         help="Work directory for SUMO outputs (default: the data directory).")] = None,
+    warmup: Annotated[float, typer.Option(
+        help="Simulated seconds at the start left out of the measures (the network starts "
+             "empty).", min=0)] = 0.0,
     survey: Annotated[bool, typer.Option(
         help="Measure saturation flows in simulation first (for Simpang's controllers).")
     ] = True,
@@ -330,7 +333,8 @@ def evaluate_command(
         try:
             evaluation = evaluate(site, sumocfg, work, scenario=name, controllers=names,
                                   seeds=list(range(1, seeds + 1)), begin_s=begin_s,
-                                  end_s=end_s, survey_saturation=survey, on_run=progress)
+                                  end_s=end_s, survey_saturation=survey, warmup_s=warmup,
+                                  on_run=progress)
         finally:
             if out is None:
                 shutil.rmtree(work, ignore_errors=True)
@@ -346,7 +350,7 @@ def evaluate_command(
                           highlight=False)
     result = {
         "scenario": name, "begin_s": evaluation.begin_s, "end_s": evaluation.end_s,
-        "seeds": seeds, "controllers": summary,
+        "warmup_s": warmup, "seeds": seeds, "controllers": summary,
         "saturation_survey": [
             {"intersection": s.intersection, "approach": s.approach, "lane": s.lane,
              "saturated_green_s": round(s.saturated_green_s, 1),

@@ -73,9 +73,10 @@ def make_controller(name: str, site: Site) -> Controller:
 
 
 def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_dir: Path, *,
-             day: datetime, begin_s: float | None = None, end_s: float | None = None
-             ) -> RunMeasures:
-    """Run the scenario once under one controller; its measures."""
+             day: datetime, begin_s: float | None = None, end_s: float | None = None,
+             warmup_s: float = 0.0) -> RunMeasures:
+    """Run the scenario once under one controller; its measures, leaving out the first
+    ``warmup_s`` (the network starts empty)."""
     controller = make_controller(controller_name, site)
     extra: list[Path] = []
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -103,12 +104,15 @@ def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_di
                        for t_s, plan in run.signals.plan_changes(i))
         controlled = len(run.signals.intersections)
     measures = _measures(controller_name, seed, work_dir, run.begin, ended_at_s,
-                         len(plans) - controlled)
+                         len(plans) - controlled, measured_from_s=run.begin + warmup_s)
     return replace(measures, plans=plans)
 
 
 def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s: float,
-              plan_changes: int) -> RunMeasures:
+              plan_changes: int, *, measured_from_s: float | None = None) -> RunMeasures:
+    """The run's measures over vehicles that wanted to leave from ``measured_from_s`` (after
+    a warm-up; ``begin_s`` by default) and queues from then."""
+    measured_from = begin_s if measured_from_s is None else measured_from_s
     delays: list[float] = []
     travel: list[float] = []
     stops: list[int] = []
@@ -120,6 +124,11 @@ def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s:
             continue
         depart_delay = float(element.get("departDelay", 0))
         depart = float(element.get("depart", -1))
+        # When the vehicle wanted to leave: a vehicle never inserted waited until the end.
+        wanted = (depart if depart >= 0 else end_s) - depart_delay
+        if wanted < measured_from:
+            element.clear()
+            continue
         delay = float(element.get("timeLoss", 0)) + depart_delay
         if depart < 0:
             never_departed += 1
@@ -128,8 +137,6 @@ def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s:
         delays.append(delay)
         travel.append(max(float(element.get("duration", 0)), 0.0) + depart_delay)
         stops.append(int(element.get("waitingCount", 0)))
-        # When the vehicle wanted to leave: a vehicle never inserted waited until the end.
-        wanted = (depart if depart >= 0 else end_s) - depart_delay
         by_minute.setdefault(int((wanted - begin_s) // 60), []).append(delay)
         element.clear()
     queues: dict[str, list[float]] = {}
@@ -138,7 +145,8 @@ def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s:
         per_interval: dict[tuple[str, float], float] = {}
         for _, element in ET.iterparse(queue_file):
             detector = element.get("id", "")
-            if element.tag == "interval" and detector.startswith(QUEUE_DETECTOR_PREFIX):
+            if (element.tag == "interval" and detector.startswith(QUEUE_DETECTOR_PREFIX)
+                    and float(element.get("begin", 0)) >= measured_from):
                 intersection, approach, _ = detector.removeprefix(
                     QUEUE_DETECTOR_PREFIX).split("|", 2)
                 key = (f"{intersection}.{approach}", float(element.get("begin", 0)))
@@ -212,6 +220,7 @@ class Evaluation:
     end_s: float
     runs: list[RunMeasures]
     surveyed: list[LaneSaturation]
+    warmup_s: float = 0.0
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return summarise(self.runs)
@@ -228,6 +237,7 @@ def evaluate(
     begin_s: float | None = None,
     end_s: float | None = None,
     survey_saturation: bool = True,
+    warmup_s: float = 0.0,
     on_run: Callable[[RunMeasures], None] | None = None,
 ) -> Evaluation:
     """Every controller under every seed over the same simulated period.
@@ -259,8 +269,8 @@ def evaluate(
         for name in controllers:
             measures = run_once(simpang_site if name.startswith("simpang") else site, sumocfg,
                                 name, seed, work_dir / f"{name}-{seed}", day=day,
-                                begin_s=begin, end_s=end)
+                                begin_s=begin, end_s=end, warmup_s=warmup_s)
             runs.append(measures)
             if on_run is not None:
                 on_run(measures)
-    return Evaluation(scenario, begin, end, runs, surveyed)
+    return Evaluation(scenario, begin, end, runs, surveyed, warmup_s)

@@ -110,7 +110,9 @@ def _markdown(evaluation: Evaluation) -> str:
         f"{_clock(evaluation.begin_s)}–{_clock(evaluation.end_s)}",
         "",
         f"Seeds {', '.join(map(str, seeds))}; each figure is the mean over seeds ± the half-width "
-        "of its 95 % confidence interval (Student's t).",
+        "of its 95 % confidence interval (Student's t)."
+        + (f" Vehicles that wanted to leave in the first {evaluation.warmup_s:g} s (warm-up: "
+           "the network starts empty) are left out." if evaluation.warmup_s else ""),
         "",
         "| controller | delay s/veh | travel time s | mean queue m | max queue m | throughput "
         "| stops/veh | never entered | plan changes |",

@@ -48,6 +48,10 @@ def test_delay_counts_departure_delay_and_unfinished_trips(tmp_path: Path) -> No
     assert measures.mean_stops == pytest.approx(4 / 3)
     # By the minute the vehicle wanted to leave: c wanted 200 − 90 = 110 s.
     assert measures.delay_by_depart_minute == {1: pytest.approx((22 + 90) / 2), 2: 60.0}
+    # After a 105 s warm-up: a (wanted 98 s) is left out; b (120 s) and c (110 s) stay.
+    warm = _measures("fixed", 1, tmp_path, begin_s=0.0, end_s=200.0, plan_changes=0,
+                     measured_from_s=105.0)
+    assert warm.vehicles == 2 and warm.mean_delay_s == pytest.approx((60 + 90) / 2)
 
 
 def test_confidence_interval_and_summary() -> None:
