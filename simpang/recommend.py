@@ -58,6 +58,11 @@ class LaneDemand:
     window: str
     _field: dict[LaneKey, _LaneFlow] = field(default_factory=dict)
     _camera: dict[LaneKey, _LaneFlow] = field(default_factory=dict)
+    _counting: set[LaneKey] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._counting = {(s.approach, s.lane) for s in self.intersection.sensors
+                          if s.kind in ("loop", "counter")}
 
     def update(self, metrics: Iterable[ApproachMetrics]) -> None:
         lanes = {a.id: [lane.id for lane in a.lanes] for a in self.intersection.approaches}
@@ -66,7 +71,7 @@ class LaneDemand:
                     or row.approach not in lanes):
                 continue
             if row.source == "field" and row.lane is not None and (
-                    row.approach, row.lane) not in self._counting_lanes():
+                    row.approach, row.lane) not in self._counting:
                 continue  # a radar's zero count is no count: it cannot count
             store = self._field if row.source == "field" else self._camera
             if row.lane is not None:
@@ -84,14 +89,10 @@ class LaneDemand:
                 if known is None or row.window_end >= known.window_end:
                     store[key] = _LaneFlow(flow, row.window_end, row.source)
 
-    def _counting_lanes(self) -> set[LaneKey]:
-        return {(s.approach, s.lane) for s in self.intersection.sensors
-                if s.kind in ("loop", "counter")}
-
     def monitored_lanes(self) -> list[LaneKey]:
         """Lanes with a counting field device (loop, counter) or a camera line, whose flow a
         plan must know. A radar measures occupancy and speed, not flow."""
-        lanes = self._counting_lanes()
+        lanes = set(self._counting)
         for camera in self.intersection.cameras:
             for line in camera.counting_lines:
                 if line.lane is not None:

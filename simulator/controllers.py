@@ -17,7 +17,7 @@ from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics, ReadingsBatch, TimingRecommendation
 from simpang.site import Intersection, Site
 from simpang.windows import WindowedAggregator, WindowSpec
-from simulator.signals import GREEN, Signals
+from simulator.signals import GREEN, Signals, program_phases
 from streams.ingest import ReadingValidator
 
 if TYPE_CHECKING:
@@ -200,8 +200,6 @@ class Actuated:
 
     def additional_xml(self) -> str:
         """The actuated programmes, loaded with the scenario (SUMO places their detectors)."""
-        from simulator.signals import program_phases
-
         lines = ["<additional>"]
         for intersection in self.site.intersections:
             if intersection.sumo_tls is None:

@@ -27,7 +27,7 @@ from simpang.site import Site
 from simulator.controllers import Actuated, MaxPressure, SimpangPlan
 from simulator.saturation import LaneSaturation
 from simulator.signals import FixedTime
-from simulator.sumo_run import QUEUE_DETECTOR_PREFIX, QUEUE_OUTPUT, TRIPINFO_OUTPUT, SumoRun
+from simulator.sumo_run import TRIPINFO_OUTPUT, SumoRun, queue_intervals
 
 CONTROLLERS = ("fixed", "actuated", "max-pressure", "simpang-plan")
 """Controllers ``simpang evaluate`` knows, in the order it reports them."""
@@ -139,22 +139,14 @@ def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s:
         stops.append(int(element.get("waitingCount", 0)))
         by_minute.setdefault(int((wanted - begin_s) // 60), []).append(delay)
         element.clear()
+    # Per approach and minute, the longest jam over its lanes.
+    per_interval: dict[tuple[str, float], float] = {}
+    for approach, begin, jam_m in queue_intervals(work_dir):
+        if begin >= measured_from:
+            per_interval[(approach, begin)] = max(per_interval.get((approach, begin), 0.0), jam_m)
     queues: dict[str, list[float]] = {}
-    queue_file = work_dir / QUEUE_OUTPUT
-    if queue_file.exists():
-        per_interval: dict[tuple[str, float], float] = {}
-        for _, element in ET.iterparse(queue_file):
-            detector = element.get("id", "")
-            if (element.tag == "interval" and detector.startswith(QUEUE_DETECTOR_PREFIX)
-                    and float(element.get("begin", 0)) >= measured_from):
-                intersection, approach, _ = detector.removeprefix(
-                    QUEUE_DETECTOR_PREFIX).split("|", 2)
-                key = (f"{intersection}.{approach}", float(element.get("begin", 0)))
-                per_interval[key] = max(per_interval.get(key, 0.0),
-                                        float(element.get("maxJamLengthInMeters", 0)))
-            element.clear()
-        for (approach, _), jam in per_interval.items():
-            queues.setdefault(approach, []).append(jam)
+    for (approach, _), jam in per_interval.items():
+        queues.setdefault(approach, []).append(jam)
     mean_queue = statistics.fmean(statistics.fmean(v) for v in queues.values()) if queues else 0.0
     return RunMeasures(
         controller=controller,

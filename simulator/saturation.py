@@ -49,7 +49,7 @@ def survey(site: Site, sumocfg: Path, work_dir: Path, *, day: datetime, seed: in
     span at 1.5 × demand can jam a network, and a jammed SUMO crawls)."""
     run = SumoRun(site, sumocfg, work_dir, seed=seed, begin_s=begin_s, end_s=end_s, day=day,
                   queue_detectors=False, demand_scale=demand_scale)
-    lanes = [(i, a.id, lane.id, lane.sumo_lane) for i in site.intersections if i.sumo_tls
+    lanes = [(i, a, lane.id, lane.sumo_lane) for i in site.intersections if i.sumo_tls
              for a in i.approaches for lane in a.lanes if lane.sumo_lane is not None]
     pcu = {lane: 0.0 for *_, lane in lanes}
     seconds = {lane: 0.0 for *_, lane in lanes}
@@ -71,23 +71,21 @@ def survey(site: Site, sumocfg: Path, work_dir: Path, *, day: datetime, seed: in
                 state = traci.trafficlight.getRedYellowGreenState(intersection.sumo_tls)
                 green |= {group[0][0] for index, group in enumerate(links[intersection.id])
                           if group and state[index] in "Gg"}
-            for intersection, _, _, lane in lanes:
+            for _, approach, _, lane in lanes:
                 now = set(traci.lane.getLastStepVehicleIDs(lane))
                 if lane in green:
                     since = green_since.setdefault(lane, t_s)
                     if (t_s - since > START_UP_LOSS_S
                             and traci.lane.getLastStepHaltingNumber(lane) >= MIN_QUEUED):
                         seconds[lane] += step_s
-                        protected = intersection.approach(
-                            next(a.id for a in intersection.approaches
-                                 if any(x.sumo_lane == lane for x in a.lanes))).protected
                         pcu[lane] += sum(
-                            site.pcu_factors.for_class(run.vehicle_class(v), protected=protected)
+                            site.pcu_factors.for_class(run.vehicle_class(v),
+                                                       protected=approach.protected)
                             for v in on_lane[lane] - now)
                 else:
                     green_since.pop(lane, None)
                 on_lane[lane] = now
-    return [LaneSaturation(i.id, approach, lane_id, pcu[lane], seconds[lane])
+    return [LaneSaturation(i.id, approach.id, lane_id, pcu[lane], seconds[lane])
             for i, approach, lane_id, lane in lanes]
 
 

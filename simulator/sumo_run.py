@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -382,6 +383,21 @@ class Outcomes:
         }
 
 
+def queue_intervals(work_dir: Path) -> Iterator[tuple[str, float, float]]:
+    """``(intersection.approach, interval begin s, longest jam m)`` of every lane's queue
+    detector interval in a finished run's output (nothing when it wrote none)."""
+    queue_file = work_dir / QUEUE_OUTPUT
+    if not queue_file.exists():
+        return
+    for _, element in ET.iterparse(queue_file):
+        detector = element.get("id", "")
+        if element.tag == "interval" and detector.startswith(QUEUE_DETECTOR_PREFIX):
+            intersection, approach, _ = detector.removeprefix(QUEUE_DETECTOR_PREFIX).split("|", 2)
+            yield (f"{intersection}.{approach}", float(element.get("begin", 0)),
+                   float(element.get("maxJamLengthInMeters", 0)))
+        element.clear()
+
+
 def read_outcomes(work_dir: Path, *, after_s: float = 0.0) -> Outcomes:
     """Outcomes of a finished :class:`SumoRun` (call after it closed: SUMO flushes on close).
 
@@ -405,18 +421,9 @@ def read_outcomes(work_dir: Path, *, after_s: float = 0.0) -> Outcomes:
             by_class.setdefault(element.get("vType", "?"), []).append(delay)
         element.clear()
     queues: dict[str, list[float]] = {}
-    queue_file = work_dir / QUEUE_OUTPUT
-    if queue_file.exists():
-        for _, element in ET.iterparse(queue_file):
-            detector = element.get("id", "")
-            if (element.tag == "interval" and detector.startswith(QUEUE_DETECTOR_PREFIX)
-                    and float(element.get("begin", 0)) >= after_s):
-                intersection, approach, _ = detector.removeprefix(
-                    QUEUE_DETECTOR_PREFIX).split("|", 2)
-                queues.setdefault(f"{intersection}.{approach}", []).append(
-                    float(element.get("maxJamLengthInMeters", 0))
-                )
-            element.clear()
+    for approach, begin_s, jam_m in queue_intervals(work_dir):
+        if begin_s >= after_s:
+            queues.setdefault(approach, []).append(jam_m)
     return Outcomes(
         vehicles_arrived=len(delays),
         mean_travel_time_s=float(np.mean(travel)) if travel else 0.0,

@@ -54,7 +54,7 @@ def test_delay_counts_departure_delay_and_unfinished_trips(tmp_path: Path) -> No
     assert warm.vehicles == 2 and warm.mean_delay_s == pytest.approx((60 + 90) / 2)
 
 
-def test_confidence_interval_and_summary() -> None:
+def test_confidence_interval() -> None:
     assert confidence_95([5.0]) == 0.0
     # t(0.975, 4) = 2.776; sd of 1..5 = 1.581.
     assert confidence_95([1, 2, 3, 4, 5]) == pytest.approx(2.776 * 1.5811 / 5 ** 0.5, rel=1e-3)

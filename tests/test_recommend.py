@@ -4,7 +4,7 @@ running plan and why, and what it says."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics
@@ -35,13 +35,13 @@ def junction(**changes: Any) -> Intersection:
 
 
 def row(approach: str, lane: str | None, pcu: float, *, end: datetime = NOW,
-        source: str = "field", window: str = WINDOW, intersection: str = "x"
+        source: Literal["field", "camera"] = "field", window: str = WINDOW, intersection: str = "x"
         ) -> ApproachMetrics:
     return ApproachMetrics(
         site="s", intersection=intersection, approach=approach, lane=lane, source=source,
         window=window, window_start=end - timedelta(minutes=5), window_end=end, counts={},
         flow_veh_per_hour=pcu, flow_pcu_per_hour=pcu, occupancy_pct=None,
-        mean_speed_kmh=None, readings=5)  # type: ignore[arg-type]
+        mean_speed_kmh=None, readings=5)
 
 
 def test_demand_prefers_field_counts_and_the_newest_window() -> None:
