@@ -22,7 +22,10 @@ app = typer.Typer(
 )
 site_app = typer.Typer(help="Site files.", no_args_is_help=True)
 camera_app = typer.Typer(help="Cameras.", no_args_is_help=True)
+dashboards_app = typer.Typer(help="Grafana dashboards, alerts and provisioning.",
+                             no_args_is_help=True)
 app.add_typer(site_app, name="site")
+app.add_typer(dashboards_app, name="dashboards")
 app.add_typer(camera_app, name="camera")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(simulate_app, name="simulate")
@@ -213,6 +216,56 @@ def schema() -> None:
             table.add_row(field.name, field.type, field.unit, field.description)
         console.print(table)
         console.print(measurement.description)
+
+
+@dashboards_app.command("generate")
+def dashboards_generate() -> None:
+    """Regenerate dashboards/json and dashboards/provisioning from the code."""
+    from dashboards import build, provisioning
+
+    for path in [*build.generate(), *provisioning.generate()]:
+        console.print(str(path))
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    grafana_url: Annotated[str | None, typer.Option(
+        help="Grafana's URL (default: settings grafana.url).")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="Service-account token (default: SIMPANG_GRAFANA__TOKEN).")] = None,
+    influx_url: Annotated[str | None, typer.Option(
+        help="InfluxDB URL as Grafana reaches it (default: grafana.influx_url, influx.url).")
+    ] = None,
+    rotate_token: Annotated[bool, typer.Option(
+        help="Write the InfluxDB token into the datasource even if it has one.")] = False,
+) -> None:
+    """Create or update the folder, datasource, dashboards and alert rules in Grafana."""
+    from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaException
+
+    from dashboards.push import InfluxTarget, push
+
+    settings = Settings()
+    url = grafana_url or settings.grafana.url
+    secret = token or (settings.grafana.token.get_secret_value()
+                       if settings.grafana.token else None)
+    target_url = influx_url or settings.grafana.influx_url or settings.influx.url
+    if not target_url:
+        console.print("[red]no InfluxDB URL for Grafana: give --influx-url or set "
+                      "SIMPANG_GRAFANA__INFLUX_URL[/red]")
+        raise typer.Exit(2)
+    influx_token = settings.influx.token.get_secret_value() if settings.influx.token else None
+    try:
+        report = push(GrafanaApi.from_url(url, credential=secret),
+                      InfluxTarget(target_url, settings.influx.bucket, influx_token),
+                      rotate_token=rotate_token)
+    except (GrafanaException, OSError) as exc:
+        console.print(f"[red]Grafana at {url} refused or could not be reached: {exc}[/red]")
+        raise typer.Exit(1) from exc
+    for kind, names in (("created", report.created), ("updated", report.updated)):
+        for name in names:
+            console.print(f"{kind}: {name}")
+    console.print(report.line())
 
 
 @app.command("settings")

@@ -268,6 +268,27 @@ class CameraHealth(BaseModel):
     rejected: int = Field(description="Frames rejected (dead letters) in the interval.")
     queue_vehicles: int | None = None
     queue_length_m: float | None = None
+    intersection: str | None = Field(None, description="Where the camera stands.")
+
+
+class DetectorHealth(BaseModel):
+    """One field detector's diagnostics at one moment (see :mod:`simpang.detector_health`)."""
+
+    v: Literal[1] = 1
+    site: str
+    intersection: str
+    approach: str
+    lane: str
+    device_id: str
+    kind: str
+    worker: str
+    ts: datetime
+    readings: int = Field(description="Readings received since the previous sample.")
+    silent_s: float = Field(description="Wall-clock seconds since its last reading arrived.")
+    last_reading_ts: datetime | None = Field(description="End of its latest interval.")
+    dead: bool = Field(description="Silent for the dead threshold or longer.")
+    stuck_on: bool = Field(description="Occupancy pinned high for the stuck threshold.")
+    stuck_off: bool = Field(description="No vehicles while the intersection's others counted.")
 
 
 class HealthSample(BaseModel):

@@ -109,7 +109,7 @@ CONSUMER_LAG = Measurement(
 
 CAMERA_HEALTH = Measurement(
     name="camera_health",
-    tags=("camera", "worker"),
+    tags=("camera", "intersection", "worker"),
     fields=(
         FieldSpec("frames", "int", "frames", "Frames processed in the interval."),
         FieldSpec("fps", "float", "frames/s", "Frames processed per second."),
@@ -121,6 +121,21 @@ CAMERA_HEALTH = Measurement(
         FieldSpec("queue_length_m", "float", "m", "Stop line to the last queued vehicle."),
     ),
     description="Each camera's counting health, every health interval of the worker.",
+)
+
+DETECTOR_HEALTH = Measurement(
+    name="detector_health",
+    tags=("site", "intersection", "approach", "lane", "device", "kind"),
+    fields=(
+        FieldSpec("readings", "int", "readings", "Readings received in the interval."),
+        FieldSpec("silent_s", "float", "s", "Seconds since its last reading arrived."),
+        FieldSpec("dead", "int", "0/1", "1 when silent for the dead threshold."),
+        FieldSpec("stuck_on", "int", "0/1", "1 when occupancy is pinned high."),
+        FieldSpec("stuck_off", "int", "0/1",
+                  "1 when it counts nothing while the intersection's others count."),
+    ),
+    description=("Each field detector of the intersections a worker owns, every health "
+                 "interval (the device tag is bounded by the site file)."),
 )
 
 TIMING_RECOMMENDATIONS = Measurement(
@@ -136,6 +151,8 @@ TIMING_RECOMMENDATIONS = Measurement(
         FieldSpec("running_max_degree_of_saturation", "float", "",
                   "Highest approach DS, running plan."),
         FieldSpec("reasons", "string", "", "Why, in words, separated by ' | '."),
+        FieldSpec("latitude", "float", "deg", "The intersection's position, for maps."),
+        FieldSpec("longitude", "float", "deg", "The intersection's position, for maps."),
     ),
     description=("One point per recommendation (status recommended or fallback); "
                  "time = when it was made."),
@@ -166,4 +183,5 @@ TIMING_APPROACHES = Measurement(
 )
 
 ALL_MEASUREMENTS = (APPROACH_METRICS, DEAD_LETTERS, PIPELINE_HEALTH, CONSUMER_LAG,
-                    CAMERA_HEALTH, TIMING_RECOMMENDATIONS, TIMING_PHASES, TIMING_APPROACHES)
+                    CAMERA_HEALTH, DETECTOR_HEALTH, TIMING_RECOMMENDATIONS, TIMING_PHASES,
+                    TIMING_APPROACHES)

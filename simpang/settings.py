@@ -73,6 +73,7 @@ class TopicSettings(BaseModel):
     camera_frames: str = "camera-frames"
     vehicle_crossings: str = "vehicle-crossings"
     camera_health: str = "camera-health"
+    detector_health: str = "detector-health"
     normalised_readings: str = "normalised-readings"
     approach_metrics: str = "approach-metrics"
     dead_letters: str = "dead-letters"
@@ -157,6 +158,29 @@ class TimingSettings(BaseModel):
         "reports its plan yet)."))
 
 
+class GrafanaSettings(BaseModel):
+    """Where ``simpang dashboards push`` writes, and how Grafana reaches InfluxDB."""
+
+    url: str = Field("http://localhost:3000", description="Grafana's base URL.")
+    token: SecretStr | None = Field(None, description=(
+        "Service-account token (or put user:password in the URL)."))
+    influx_url: str | None = Field(None, description=(
+        "InfluxDB URL as Grafana reaches it; unset → the workers' influx.url."))
+
+
+class DiagnosticsSettings(BaseModel):
+    """When a field detector counts as dead or stuck (:mod:`simpang.detector_health`)."""
+
+    dead_after_s: float = Field(300.0, gt=0, description=(
+        "A detector with no reading for this many wall-clock seconds is dead."))
+    stuck_on_occupancy_pct: float = Field(95.0, gt=0, le=100, description=(
+        "Occupancy at or above this, without a break, is a stuck-on candidate."))
+    stuck_on_after_s: float = Field(300.0, gt=0, description=(
+        "Measured seconds of pinned occupancy before a detector is stuck on."))
+    stuck_off_after_s: float = Field(1800.0, gt=0, description=(
+        "Measured seconds of zero vehicles (while others count) before stuck off."))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIMPANG_", env_nested_delimiter="__", extra="ignore"
@@ -175,6 +199,8 @@ class Settings(BaseSettings):
     windows: WindowSettings = Field(default_factory=WindowSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     timing: TimingSettings = Field(default_factory=TimingSettings)
+    diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -90,7 +90,12 @@ def scenario_list() -> None:
 
 
 @scenario_app.command("build")
-def scenario_build(name: str) -> None:
+def scenario_build(
+    name: str,
+    site_out: Annotated[Path | None, typer.Option(
+        help="Also copy the site file here (a fixed path the workers can be pointed at).")
+    ] = None,
+) -> None:
     """Build a bundled scenario (netconvert, routes, site file); print where it is."""
     from simulator.bundled import build_scenario
     from simulator.sumo_tools import SumoError
@@ -99,6 +104,9 @@ def scenario_build(name: str) -> None:
         built = build_scenario(name, Settings().data_dir / "scenarios")
     except SumoError as exc:
         raise _fail(str(exc)) from None
+    if site_out is not None:
+        site_out.parent.mkdir(parents=True, exist_ok=True)
+        site_out.write_bytes(built.site_file.read_bytes())
     typer.echo(json.dumps({"sumocfg": str(built.sumocfg), "site_file": str(built.site_file)}))
 
 

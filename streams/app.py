@@ -6,7 +6,8 @@
     camera-frames ─counting─┘ (line counts, source=camera) ─▶ vehicle-crossings
           │ bad frames ─▶ dead-letters
     approach-metrics ─timing─▶ timing-recommendations (every few cycles per intersection)
-    dead-letters, pipeline-health, camera-health, timing-recommendations ─sink─▶ InfluxDB
+    dead-letters, pipeline-health, camera-health, detector-health,
+    timing-recommendations ─sink─▶ InfluxDB
 
 ``create_app`` builds everything from explicit settings, a site and a sink, so tests and the
 demo can run several independent apps; nothing lives in module globals.
@@ -26,11 +27,13 @@ import faust
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
+from simpang.detector_health import DetectorMonitor, DetectorThresholds
 from simpang.records import (
     METRICS_LIST,
     ApproachMetrics,
     CameraHealth,
     DeadLetter,
+    DetectorHealth,
     HealthSample,
     MetricsInput,
     ReadingsBatch,
@@ -49,6 +52,7 @@ from streams.points import (
     approach_metrics_line,
     camera_health_line,
     dead_letter_line,
+    detector_health_line,
     health_lines,
     timing_lines,
 )
@@ -117,6 +121,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     camera_frames = raw_topic("camera_frames")
     vehicle_crossings = raw_topic("vehicle_crossings")
     camera_health = raw_topic("camera_health")
+    detector_health = raw_topic("detector_health")
     timing_recommendations = raw_topic("timing_recommendations")
     windows_table = app.Table(
         "windows",  # Faust names the changelog "{app_id}-windows-changelog"
@@ -125,6 +130,13 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         key_type=str,
     )
     validator = ReadingValidator(site, max_future_skew_s=settings.windows.max_future_skew_s)
+    diagnostics = settings.diagnostics
+    detector_monitor = DetectorMonitor(site, DetectorThresholds(
+        dead_after_s=diagnostics.dead_after_s,
+        stuck_on_occupancy_pct=diagnostics.stuck_on_occupancy_pct,
+        stuck_on_after_s=diagnostics.stuck_on_after_s,
+        stuck_off_after_s=diagnostics.stuck_off_after_s,
+    ))
     aggregator = WindowedAggregator(
         site.id,
         settings.windows.specs(),
@@ -185,6 +197,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
             if isinstance(item, WatermarkTick):
                 out = aggregator.on_tick(windows_table, message.partition, arrival_ms=arrival_ms)
             else:
+                for reading in item.readings:
+                    detector_monitor.observe(reading, wall_s=time.time())
                 out = aggregator.on_batch(
                     windows_table, message.partition, item, arrival_ms=arrival_ms
                 )
@@ -234,6 +248,14 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         await pipeline_health.send(
             key=settings.worker_id.encode(), value=sample.model_dump_json().encode()
         )
+        for detector in detector_monitor.sample(worker=settings.worker_id, wall_s=time.time()):
+            await detector_health.send(key=detector.device_id.encode(),
+                                       value=detector.model_dump_json().encode())
+
+    @app.on_partitions_revoked.connect
+    async def forget_detectors(app: Any, revoked: Any, **kwargs: Any) -> None:
+        # The intersections may now belong to another worker, which reports their detectors.
+        detector_monitor.forget()
 
     camera_counting = None
     has_lines = any(c.counting_lines for i in site.intersections for c in i.cameras)
@@ -365,6 +387,10 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         camera_health, "sink-camera-health",
         lambda raw: [camera_health_line(CameraHealth.model_validate_json(raw))],
     )
+    sink_agent(
+        detector_health, "sink-detector-health",
+        lambda raw: [detector_health_line(DetectorHealth.model_validate_json(raw))],
+    )
 
     timing = None
     labels = {spec.label for spec in settings.windows.specs()}
@@ -404,9 +430,12 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
             # Another worker owns these intersections now; it will speak for them.
             service.forget()
 
-    sink_agent(
-        timing_recommendations, "sink-timing",
-        lambda raw: timing_lines(TimingRecommendation.model_validate_json(raw)),
-    )
+    positions = {i.id: (i.lat, i.lon) for i in site.intersections}
+
+    def timing_to_lines(raw: bytes) -> list[str]:
+        recommendation = TimingRecommendation.model_validate_json(raw)
+        return timing_lines(recommendation, positions.get(recommendation.intersection))
+
+    sink_agent(timing_recommendations, "sink-timing", timing_to_lines)
     return SimpangApp(app, settings, site, point_sink, counters, camera_counting, timing)
 

@@ -236,7 +236,8 @@ class CameraCounting:
         for state in self.cameras.values():
             elapsed = max(now - state.since, 1e-6)
             samples.append(CameraHealth(
-                camera_id=state.camera.id, worker=worker, ts=wall, frames=state.frames,
+                camera_id=state.camera.id, intersection=state.intersection, worker=worker,
+                ts=wall, frames=state.frames,
                 fps=round(state.frames / elapsed, 2),
                 inference_ms=round(state.inference_s / state.frames * 1000, 2)
                 if state.frames else None,

@@ -21,6 +21,7 @@ APP_TOPICS = (
     "dead_letters",
     "vehicle_crossings",
     "camera_health",
+    "detector_health",
     "pipeline_health",
     "timing_recommendations",
 )

@@ -11,6 +11,7 @@ from simpang.records import (
     ApproachMetrics,
     CameraHealth,
     DeadLetter,
+    DetectorHealth,
     HealthSample,
     TimingRecommendation,
 )
@@ -19,6 +20,7 @@ from simpang.schema import (
     CAMERA_HEALTH,
     CONSUMER_LAG,
     DEAD_LETTERS,
+    DETECTOR_HEALTH,
     PIPELINE_HEALTH,
     TIMING_APPROACHES,
     TIMING_PHASES,
@@ -124,6 +126,8 @@ def camera_health_line(health: CameraHealth) -> str:
         .field("rejected", health.rejected)
         .time(_ns(health.ts), WritePrecision.NS)
     )
+    if health.intersection is not None:
+        point.tag("intersection", health.intersection)
     optional = {"inference_ms": health.inference_ms, "lag_s": health.lag_s,
                 "queue_length_m": health.queue_length_m}
     for name, value in optional.items():
@@ -134,13 +138,31 @@ def camera_health_line(health: CameraHealth) -> str:
     return str(point.to_line_protocol())
 
 
-def timing_lines(r: TimingRecommendation) -> list[str]:
-    """A recommendation, its phases and its approaches."""
+def detector_health_line(health: DetectorHealth) -> str:
+    return str(
+        Point(DETECTOR_HEALTH.name)
+        .tag("site", health.site).tag("intersection", health.intersection)
+        .tag("approach", health.approach).tag("lane", health.lane)
+        .tag("device", health.device_id).tag("kind", health.kind)
+        .field("readings", health.readings)
+        .field("silent_s", float(health.silent_s))
+        .field("dead", int(health.dead))
+        .field("stuck_on", int(health.stuck_on))
+        .field("stuck_off", int(health.stuck_off))
+        .time(_ns(health.ts), WritePrecision.NS)
+        .to_line_protocol()
+    )
+
+
+def timing_lines(r: TimingRecommendation,
+                 position_deg: tuple[float, float] | None = None) -> list[str]:
+    """A recommendation, its phases and its approaches; ``position_deg`` (latitude,
+    longitude) puts the intersection on the control room's map."""
     ts = _ns(r.ts)
     max_ds = max((a.degree_of_saturation for a in r.approaches.values()), default=0.0)
     running_max_ds = max((a.degree_of_saturation for a in r.running_approaches.values()),
                          default=0.0)
-    lines = [str(
+    head = (
         Point(TIMING_RECOMMENDATIONS.name)
         .tag("site", r.site).tag("intersection", r.intersection)
         .tag("status", r.status).tag("mode", r.mode)
@@ -151,7 +173,11 @@ def timing_lines(r: TimingRecommendation) -> list[str]:
         .field("max_degree_of_saturation", float(max_ds))
         .field("running_max_degree_of_saturation", float(running_max_ds))
         .field("reasons", _one_line(" | ".join(r.reasons))[:4000])
-        .time(ts, WritePrecision.NS).to_line_protocol())]
+        .time(ts, WritePrecision.NS))
+    if position_deg is not None:
+        head.field("latitude", float(position_deg[0]))
+        head.field("longitude", float(position_deg[1]))
+    lines = [str(head.to_line_protocol())]
     for phase, green in r.greens_s.items():
         point = (Point(TIMING_PHASES.name)
                  .tag("site", r.site).tag("intersection", r.intersection).tag("phase", phase)

@@ -5,6 +5,8 @@ health in InfluxDB 1.6; bad frames → dead letters."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,9 +15,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from dashboards.build import JSON_DIR
 from simpang.settings import DEFAULT_MODEL_FILE
+from simpang.site_file import load_site
 from tests.camera_clips import render_clip
 from tests.conftest import Pipeline
+from tests.grafana_emulation import TimeRange, expander, panel, run_targets
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +108,36 @@ def test_counting_agent_counts_camera_frames_into_metrics(
     assert all(c["camera_id"] == CAMERA and c["approach"] == "north" for c in crossings)
     assert any(c["speed_kmh"] for c in crossings), "a calibrated camera gives speeds"
 
+
+    # The dashboards' camera panels, expanded as Grafana expands them, read these points.
+    site = load_site(site_file)
+    intersection = next(i.id for i in site.intersections if any(c.id == CAMERA
+                                                                 for c in i.cameras))
+    now_ms = int(time.time() * 1000)
+    recent = TimeRange(now_ms - 3600_000, now_ms, "5s")  # points after now are left out
+    devices = json.loads((JSON_DIR / "simpang-devices.json").read_text())
+    by_device = expander(devices, recent, site=[site.id], intersection=[intersection])
+    cameras = run_targets(pipeline.db, panel(devices, "Cameras now"), by_device)["A"]
+    latest = pipeline.db.rows(f"SELECT * FROM camera_health WHERE camera = '{CAMERA}'")[-1]
+    assert {r["camera"] for r in cameras} == {
+        c.id for i in site.intersections if i.id == intersection for c in i.cameras}
+    assert next(r["time"] for r in cameras if r["camera"] == CAMERA) == latest["time"]
+    inference = run_targets(pipeline.db, panel(devices, "Inference time per frame (ms)"),
+                            by_device)["A"]
+    assert {r["camera"] for r in inference} == {CAMERA}
+    assert all(r["mean"] > 0 for r in inference)
+    frames_per_s = run_targets(pipeline.db, panel(devices, "Camera frames per second"),
+                               by_device)["A"]
+    assert max(r["mean"] for r in frames_per_s) > 0
+    queued = pipeline.db.rows(f"SELECT * FROM camera_health WHERE camera = '{CAMERA}' AND "
+                              f"queue_length_m >= 0 AND time <= {now_ms}ms")
+    view = json.loads((JSON_DIR / "simpang-intersection.json").read_text())
+    queue = run_targets(pipeline.db, panel(view, "Queue (m)"), expander(
+        view, recent, site=[site.id], intersection=[intersection], source=["camera"],
+        window=["60s"]))["A"]
+    buckets: dict[int, list[float]] = {}
+    for h in queued:
+        buckets.setdefault(h["time"] // 5_000_000_000 * 5_000_000_000, []).append(
+            h["queue_length_m"])
+    assert queued and {r["time"]: r["mean"] for r in queue} == pytest.approx(
+        {t: sum(v) / len(v) for t, v in buckets.items()})

@@ -138,7 +138,7 @@ def test_schema_lists_measurements() -> None:
     out = flat(result.output)
     assert ("approach_metrics: tags site, intersection, approach, level, lane, window, source"
             in out)
-    assert "camera_health: tags camera, worker" in out
+    assert "camera_health: tags camera, intersection, worker" in out
     assert "dead_letters: tags source, reason_code" in out
     assert "pipeline_health: tags worker" in out
     assert "consumer_lag: tags worker, topic, partition" in out
