@@ -26,6 +26,8 @@ dashboards_app = typer.Typer(help="Grafana dashboards, alerts and provisioning."
                              no_args_is_help=True)
 app.add_typer(site_app, name="site")
 app.add_typer(dashboards_app, name="dashboards")
+devices_app = typer.Typer(help="Field-device tokens for HTTP ingest.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
 app.add_typer(camera_app, name="camera")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(simulate_app, name="simulate")
@@ -266,6 +268,28 @@ def dashboards_push(
         for name in names:
             console.print(f"{kind}: {name}")
     console.print(report.line())
+
+
+@devices_app.command("token")
+def devices_token(
+    name: Annotated[str, typer.Option(help="Who holds it: a device id or a gateway's name.")],
+    device: Annotated[list[str], typer.Option(
+        help="Device ids it may write (shell patterns, e.g. 'smd-lembuswana-*'); repeat.")],
+    intersection: Annotated[list[str] | None, typer.Option(
+        help="Only devices at these intersections (patterns); repeat.")] = None,
+    rate: Annotated[float, typer.Option(help="Readings per second it may send.")] = 200.0,
+    burst: Annotated[int, typer.Option(help="Readings it may send at once.")] = 2000,
+) -> None:
+    """Make a device token: print it once, and the entry for the devices file (hash only)."""
+    import yaml
+
+    from simpang.devices import issue_token
+
+    token, entry = issue_token(name, devices=device, intersections=intersection or None,
+                               max_readings_per_s=rate, burst_readings=burst)
+    typer.echo(f"token (give it to the device; it is not stored): {token}")
+    typer.echo("add to the devices file under tokens:")
+    typer.echo(yaml.safe_dump([entry.model_dump(exclude_none=True)], sort_keys=False))
 
 
 @app.command("settings")

@@ -196,6 +196,9 @@ class RejectReason(StrEnum):
     LATE = "late"
     TOO_LARGE = "too_large"
     SINK_REJECTED = "sink_rejected"
+    UNAUTHORISED = "unauthorised"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
 
 
 class DeadLetter(BaseModel):
@@ -307,3 +310,7 @@ class HealthSample(BaseModel):
     metric_points_written: int
     sink_write_errors: int
     consumer_lag: dict[str, int] = Field(description='"topic:partition" → messages behind.')
+    http_requests: int = 0
+    http_readings_in: int = 0
+    http_readings_accepted: int = 0
+    http_duplicates: int = 0

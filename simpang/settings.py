@@ -158,6 +158,16 @@ class TimingSettings(BaseModel):
         "reports its plan yet)."))
 
 
+class IngestSettings(BaseModel):
+    """Field devices pushing over HTTP (``POST /v1/readings`` on the worker's web server)."""
+
+    devices_file: Path | None = Field(None, description=(
+        "Device tokens (hashed) and their scopes; unset → every request is refused (401)."))
+    max_body_bytes: int = Field(1024 * 1024, gt=0, le=16 * 1024 * 1024)
+    produce_timeout_s: float = Field(10.0, gt=0, description=(
+        "How long a request waits for the broker to take its readings (then 503)."))
+
+
 class GrafanaSettings(BaseModel):
     """Where ``simpang dashboards push`` writes, and how Grafana reaches InfluxDB."""
 
@@ -191,7 +201,9 @@ class Settings(BaseSettings):
     site_file: Path = DEMO_SITE_FILE
     data_dir: Path = Path("/tmp/simpang")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    web_port: int | None = Field(None, description="Worker web server port; unset → disabled.")
+    web_port: int | None = Field(None, description=(
+        "Worker web server port (HTTP ingest, health, OpenAPI); unset → disabled."))
+    web_bind: str = Field("127.0.0.1", description="Address the web server listens on.")
     health_interval_s: float = Field(10.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     influx: InfluxSettings = Field(default_factory=InfluxSettings)
@@ -201,6 +213,7 @@ class Settings(BaseSettings):
     timing: TimingSettings = Field(default_factory=TimingSettings)
     diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -28,6 +28,7 @@ from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from simpang.detector_health import DetectorMonitor, DetectorThresholds
+from simpang.devices import DevicesFile, TokenRegistry
 from simpang.records import (
     METRICS_LIST,
     ApproachMetrics,
@@ -46,6 +47,7 @@ from simpang.site import Site
 from simpang.windows import WindowedAggregator
 from streams.counting import CameraCounting, RawFrame
 from streams.health import PipelineCounters
+from streams.http_ingest import HttpIngest, add_views
 from streams.ingest import ReadingValidator
 from streams.kafka import faust_credentials
 from streams.points import (
@@ -94,7 +96,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
-        web_bind="127.0.0.1",
+        web_bind=settings.web_bind,
+        web_application_options={"client_max_size": settings.ingest.max_body_bytes},
         datadir=str(settings.data_dir / settings.app_id),
         autodiscover=False,
     )
@@ -151,6 +154,18 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         await dead_letters.send(
             key=(dl.device_id or dl.source).encode(), value=dl.model_dump_json().encode()
         )
+
+    if settings.web_port is not None:
+        devices_file = settings.ingest.devices_file
+        registry = TokenRegistry(DevicesFile.load(devices_file) if devices_file
+                                 else DevicesFile())
+        if not len(registry):
+            log.warning("HTTP ingest: no device tokens (SIMPANG_INGEST__DEVICES_FILE); every "
+                        "request to /v1/readings will be refused")
+        add_views(app, HttpIngest(validator, registry,
+                                  max_body_bytes=settings.ingest.max_body_bytes),
+                  sensor_readings=sensor_readings, dead_letter=dead_letter, counters=counters,
+                  worker=settings.worker_id, produce_timeout_s=settings.ingest.produce_timeout_s)
 
     @app.agent(sensor_readings, name="ingest")
     async def ingest(stream: StreamT[bytes]) -> None:

@@ -19,6 +19,10 @@ class PipelineCounters:
     points_written: int = 0
     metric_points_written: int = 0
     sink_write_errors: int = 0
+    http_requests: int = 0
+    http_readings_in: int = 0
+    http_readings_accepted: int = 0
+    http_duplicates: int = 0
 
     def sample(self, worker: str, consumer_lag: dict[str, int]) -> HealthSample:
         return HealthSample(
@@ -33,5 +37,9 @@ class PipelineCounters:
             points_written=self.points_written,
             metric_points_written=self.metric_points_written,
             sink_write_errors=self.sink_write_errors,
+            http_requests=self.http_requests,
+            http_readings_in=self.http_readings_in,
+            http_readings_accepted=self.http_readings_accepted,
+            http_duplicates=self.http_duplicates,
             consumer_lag=consumer_lag,
         )

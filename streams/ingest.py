@@ -31,11 +31,53 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_READINGS_PER_MESSAGE = 10_000
 
 
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with a reading, at its JSON path (``[2].ts``; empty: the whole message)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one reading (``index`` in its batch; None for a single object or the whole
+    message) was refused."""
+
+    index: int | None
+    reason_code: RejectReason
+    errors: tuple[FieldError, ...]
+    device_id: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(str(error) for error in self.errors)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A reading that passed, with the JSON object it came as (to forward unchanged)."""
+
+    index: int | None
+    reading: NormalisedReading
+    item: dict[str, Any]
+
+    @property
+    def seq(self) -> int | None:
+        seq = self.item.get("seq")
+        return seq if isinstance(seq, int) else None
+
+
 @dataclass
 class IngestResult:
     by_intersection: dict[str, list[NormalisedReading]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     readings_in: int = 0
+    items: list[Accepted] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
@@ -53,40 +95,43 @@ class ReadingValidator:
     ) -> IngestResult:
         result = IngestResult()
 
-        def reject(
-            index: int | None, code: RejectReason, reason: str, payload: bytes | str,
-            device_id: str | None = None,
-        ) -> None:
-            suffix = "" if index is None else f":{index}"
+        def reject(rejection: Rejection, payload: bytes | str) -> None:
+            suffix = "" if rejection.index is None else f":{rejection.index}"
+            result.rejections.append(rejection)
             result.dead_letters.append(
                 DeadLetter.of(
-                    id=f"{message_id}{suffix}", source=source, reason_code=code, reason=reason,
-                    raw=payload, device_id=device_id, ts=received_at,
+                    id=f"{message_id}{suffix}", source=source,
+                    reason_code=rejection.reason_code, reason=rejection.reason,
+                    raw=payload, device_id=rejection.device_id, ts=received_at,
                 )
             )
 
+        def whole(code: RejectReason, message: str) -> Rejection:
+            return Rejection(None, code, (FieldError("", message),))
+
         if len(raw) > MAX_MESSAGE_BYTES:
             result.readings_in = 1
-            reject(None, RejectReason.TOO_LARGE,
-                   f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}", raw)
+            reject(whole(RejectReason.TOO_LARGE,
+                         f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}"), raw)
             return result
         try:
             document = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             result.readings_in = 1
-            reject(None, RejectReason.MALFORMED, f"not valid JSON: {exc}", raw)
+            reject(whole(RejectReason.MALFORMED, f"not valid JSON: {exc}"), raw)
             return result
         is_batch = isinstance(document, list)
         items: list[Any] = document if is_batch else [document]
         if not is_batch and not isinstance(document, dict):
             result.readings_in = 1
-            reject(None, RejectReason.MALFORMED,
-                   "expected a reading (JSON object) or a batch (JSON array)", raw)
+            reject(whole(RejectReason.MALFORMED,
+                         "expected a reading (JSON object) or a batch (JSON array)"), raw)
             return result
         if len(items) > MAX_READINGS_PER_MESSAGE:
             result.readings_in = len(items)
-            reject(None, RejectReason.TOO_LARGE,
-                   f"batch of {len(items)} readings exceeds {MAX_READINGS_PER_MESSAGE}", raw)
+            reject(whole(RejectReason.TOO_LARGE,
+                         f"batch of {len(items)} readings exceeds {MAX_READINGS_PER_MESSAGE}"),
+                   raw)
             return result
         result.readings_in = len(items)
         grouped: dict[str, list[NormalisedReading]] = defaultdict(list)
@@ -95,54 +140,57 @@ class ReadingValidator:
             outcome = self._one(item, () if position is None else (position,), received_at)
             if isinstance(outcome, NormalisedReading):
                 grouped[outcome.intersection].append(outcome)
+                result.items.append(Accepted(position, outcome, item))
             else:
-                code, reason = outcome
+                code, errors = outcome
                 device = item.get("device_id") if isinstance(item, dict) else None
-                reject(position, code, reason, _dump(item),
-                       device if isinstance(device, str) else None)
+                reject(Rejection(position, code, errors,
+                                 device if isinstance(device, str) else None), _dump(item))
         result.by_intersection = dict(grouped)
         return result
 
     def _one(
         self, item: Any, at: tuple[int, ...], received_at: datetime
-    ) -> NormalisedReading | tuple[RejectReason, str]:
-        def path(*loc: int | str) -> str:
-            return format_location((*at, *loc))
+    ) -> NormalisedReading | tuple[RejectReason, tuple[FieldError, ...]]:
+        def problem(code: RejectReason, loc: tuple[int | str, ...], message: str
+                    ) -> tuple[RejectReason, tuple[FieldError, ...]]:
+            return code, (FieldError(format_location((*at, *loc)), message),)
 
         if not isinstance(item, dict):
-            return RejectReason.MALFORMED, f"{path()}: expected a JSON object"
+            return problem(RejectReason.MALFORMED, (), "expected a JSON object")
         if item.get("v", 1) != 1:
-            return (RejectReason.UNSUPPORTED_VERSION,
-                    f"{path('v')}: version {item.get('v')!r} is not supported (expected 1)")
+            return problem(RejectReason.UNSUPPORTED_VERSION, ("v",),
+                           f"version {item.get('v')!r} is not supported (expected 1)")
         try:
             reading = SensorReading.model_validate(item)
         except ValidationError as exc:
-            return RejectReason.INVALID, "; ".join(
-                f"{path(*err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            return RejectReason.INVALID, tuple(
+                FieldError(format_location((*at, *err["loc"])),
+                           err["msg"].removeprefix("Value error, "))
                 for err in exc.errors()
             )
         location = self.locations.get(reading.device_id)
         if location is None:
-            return (RejectReason.UNKNOWN_DEVICE,
-                    f"{path('device_id')}: {reading.device_id!r} is not in site {self.site.id!r}")
+            return problem(RejectReason.UNKNOWN_DEVICE, ("device_id",),
+                           f"{reading.device_id!r} is not in site {self.site.id!r}")
         claimed = {
             "intersection": reading.intersection, "approach": reading.approach, "lane": reading.lane
         }
         for name, value in claimed.items():
             expected = getattr(location, name)
             if value is not None and value != expected:
-                return (RejectReason.LOCATION_MISMATCH,
-                        f"{path(name)}: {value!r} but device {reading.device_id!r} is at "
-                        f"{name} {expected!r} in the site file")
+                return problem(RejectReason.LOCATION_MISMATCH, (name,),
+                               f"{value!r} but device {reading.device_id!r} is at "
+                               f"{name} {expected!r} in the site file")
         if reading.kind != location.kind:
-            return (RejectReason.INVALID,
-                    f"{path('kind')}: {reading.kind!r} but device {reading.device_id!r} is a "
-                    f"{location.kind!r} in the site file")
+            return problem(RejectReason.INVALID, ("kind",),
+                           f"{reading.kind!r} but device {reading.device_id!r} is a "
+                           f"{location.kind!r} in the site file")
         if reading.ts - received_at > self.max_future_skew:
-            return (RejectReason.FUTURE_TIMESTAMP,
-                    f"{path('ts')}: {reading.ts.isoformat()} is more than "
-                    f"{self.max_future_skew.total_seconds():g} s ahead of the receiver's clock "
-                    f"({received_at.astimezone(UTC).isoformat()})")
+            return problem(RejectReason.FUTURE_TIMESTAMP, ("ts",),
+                           f"{reading.ts.isoformat()} is more than "
+                           f"{self.max_future_skew.total_seconds():g} s ahead of the receiver's "
+                           f"clock ({received_at.astimezone(UTC).isoformat()})")
         return NormalisedReading(
             intersection=location.intersection,
             approach=location.approach,
