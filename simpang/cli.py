@@ -28,6 +28,8 @@ app.add_typer(site_app, name="site")
 app.add_typer(dashboards_app, name="dashboards")
 devices_app = typer.Typer(help="Field-device tokens for HTTP ingest.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+dead_letters_app = typer.Typer(help="Rejected messages.", no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
 app.add_typer(camera_app, name="camera")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(simulate_app, name="simulate")
@@ -218,6 +220,72 @@ def schema() -> None:
             table.add_row(field.name, field.type, field.unit, field.description)
         console.print(table)
         console.print(measurement.description)
+
+
+@app.command("mqtt-bridge")
+def mqtt_bridge() -> None:
+    """Bridge readings that devices publish over MQTT (PREFIX/SITE/DEVICE/readings) to Kafka."""
+    import asyncio
+    import logging
+    import signal
+
+    from streams.mqtt_bridge import run_bridge
+    from streams.worker import prepare_topics
+
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    site = load_site(settings.site_file)
+    prepare_topics(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        counters = await run_bridge(settings, site, stop=stop)
+        console.print(f"mqtt-bridge stopped: {counters}")
+
+    asyncio.run(main())
+
+
+@dead_letters_app.command("tail")
+def dead_letters_tail(
+    count: Annotated[int, typer.Option("-n", "--count", help="How many of the latest.")] = 20,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new ones.")
+    ] = False,
+    source: Annotated[str | None, typer.Option(
+        help="Only sources starting with this (http, mqtt:, kafka:sensor-readings, ...).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason code.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")
+    ] = False,
+    since_hours: Annotated[float, typer.Option(help="Look back this far.")] = 24.0,
+) -> None:
+    """Show the latest rejected messages (source, reason, device, raw payload)."""
+    import asyncio
+
+    from streams.dead_letters import LetterFilter, tail
+
+    settings = Settings()
+    only = LetterFilter(source_prefix=source, reason_code=reason)
+
+    async def show() -> None:
+        async for item in tail(settings, count=count, follow=follow, only=only,
+                               since_s=since_hours * 3600):
+            if isinstance(item, str):
+                console.print(item, markup=False)
+            elif as_json:
+                typer.echo(item.model_dump_json())
+            else:
+                console.print(f"{item.ts.isoformat()} {item.source} {item.reason_code.value} "
+                              f"{item.device_id or '-'}: {item.reason}", markup=False)
+                console.print(f"    {item.raw[:300]}", markup=False, style="dim")
+
+    try:
+        asyncio.run(show())
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @dashboards_app.command("generate")

@@ -168,6 +168,22 @@ class IngestSettings(BaseModel):
         "How long a request waits for the broker to take its readings (then 503)."))
 
 
+class MqttSettings(BaseModel):
+    """``simpang mqtt-bridge``: the MQTT broker field devices publish to."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, gt=0, lt=65536)
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str = Field("simpang-bridge", description=(
+        "Fixed, with a persistent session: the broker keeps QoS 1 messages while the bridge "
+        "is away."))
+    topic_prefix: str = Field("simpang", description=(
+        "Devices publish to PREFIX/SITE/DEVICE/readings."))
+    max_batch_messages: int = Field(500, gt=0, description=(
+        "Messages taken together before one wait for the broker's acknowledgement."))
+
+
 class GrafanaSettings(BaseModel):
     """Where ``simpang dashboards push`` writes, and how Grafana reaches InfluxDB."""
 
@@ -214,6 +230,7 @@ class Settings(BaseSettings):
     diagnostics: DiagnosticsSettings = Field(default_factory=DiagnosticsSettings)
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @classmethod
     def settings_customise_sources(

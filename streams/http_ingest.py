@@ -19,16 +19,21 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from simpang.devices import DeviceToken, RateLimiter, SeqDeduplicator, TokenRegistry
-from simpang.records import RAW_PAYLOAD_CAP_BYTES, DeadLetter, RejectReason, SensorReading
+from simpang.records import (
+    RAW_PAYLOAD_CAP_BYTES,
+    DeadLetter,
+    NormalisedReading,
+    RejectReason,
+    SensorReading,
+)
 from simpang.vehicles import VehicleClass
-from streams.ingest import MAX_READINGS_PER_MESSAGE, FieldError, ReadingValidator, Rejection
+from streams.ingest import MAX_READINGS_PER_MESSAGE, ReadingValidator, Rejection, screen
 
 SOURCE = "http"
 
@@ -110,34 +115,19 @@ class HttpIngest:
                                body, request_id=request_id, received_at=received_at,
                                device=grant.name, retry_after_s=round(wait_s, 3),
                                headers={"Retry-After": str(math.ceil(wait_s))})
-        out = HttpOutcome(202, {}, readings_in=result.readings_in,
-                          dead_letters=list(result.dead_letters))
-        rejections = list(result.rejections)
-        batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for accepted in result.items:
-            reading = accepted.reading
-            if not grant.may_write(reading.device_id, reading.intersection):
-                at = "device_id" if accepted.index is None else f"[{accepted.index}].device_id"
-                rejection = Rejection(accepted.index, RejectReason.FORBIDDEN, (FieldError(
-                    at, f"token {grant.name!r} may not write device {reading.device_id!r} "
-                        f"at {reading.intersection!r}"),), reading.device_id)
-                rejections.append(rejection)
-                out.dead_letters.append(DeadLetter.of(
-                    id=f"{request_id}:{accepted.index or 0}", source=SOURCE,
-                    reason_code=rejection.reason_code, reason=rejection.reason,
-                    raw=json.dumps(accepted.item), device_id=reading.device_id,
-                    ts=received_at))
-                continue
-            seq = accepted.seq
-            if seq is not None:
-                if not self.dedup.first_time(reading.device_id, seq):
-                    out.duplicates += 1
-                    continue
-                out.fresh.append((reading.device_id, seq))
-            batches[reading.intersection].append(accepted.item)
-            out.accepted += 1
-        out.batches = dict(batches)
-        rejections.sort(key=lambda r: -1 if r.index is None else r.index)
+        def forbidden(reading: NormalisedReading) -> str | None:
+            if grant.may_write(reading.device_id, reading.intersection):
+                return None
+            return (f"token {grant.name!r} may not write device {reading.device_id!r} "
+                    f"at {reading.intersection!r}")
+
+        screened = screen(result, forbidden=forbidden, dedup=self.dedup,
+                          message_id=request_id, source=SOURCE, received_at=received_at)
+        rejections = screened.rejections
+        out = HttpOutcome(202, {}, batches=screened.batches,
+                          dead_letters=screened.dead_letters, fresh=screened.fresh,
+                          readings_in=result.readings_in, accepted=screened.accepted,
+                          duplicates=screened.duplicates)
         codes = {r.reason_code for r in rejections}
         if not rejections:
             out.status = 202

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from simpang.devices import SeqDeduplicator
 from simpang.records import DeadLetter, NormalisedReading, RejectReason, SensorReading
 from simpang.site import Site
 from simpang.site_file import format_location
@@ -209,3 +211,50 @@ def _dump(item: Any) -> str:
         return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):
         return repr(item)
+
+
+@dataclass
+class Screened:
+    """Readings from a device-facing path (HTTP, MQTT), after the sender's rights and
+    re-sends: ``batches`` (intersection → the readings as they came) go on to
+    sensor-readings; every refusal is in ``rejections`` and ``dead_letters``."""
+
+    batches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rejections: list[Rejection] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    fresh: list[tuple[str, int]] = field(default_factory=list)
+
+
+def screen(result: IngestResult, *, forbidden: Callable[[NormalisedReading], str | None],
+           dedup: SeqDeduplicator, message_id: str, source: str,
+           received_at: datetime) -> Screened:
+    """Refuse the readings ``forbidden`` objects to (it returns why), drop re-sends (device +
+    ``seq`` accepted before), and group the rest by intersection."""
+    out = Screened(rejections=list(result.rejections), dead_letters=list(result.dead_letters))
+    batches: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for accepted in result.items:
+        reading = accepted.reading
+        why = forbidden(reading)
+        if why is not None:
+            at = "device_id" if accepted.index is None else f"[{accepted.index}].device_id"
+            rejection = Rejection(accepted.index, RejectReason.FORBIDDEN,
+                                  (FieldError(at, why),), reading.device_id)
+            out.rejections.append(rejection)
+            out.dead_letters.append(DeadLetter.of(
+                id=f"{message_id}:{accepted.index or 0}", source=source,
+                reason_code=rejection.reason_code, reason=rejection.reason,
+                raw=_dump(accepted.item), device_id=reading.device_id, ts=received_at))
+            continue
+        seq = accepted.seq
+        if seq is not None:
+            if not dedup.first_time(reading.device_id, seq):
+                out.duplicates += 1
+                continue
+            out.fresh.append((reading.device_id, seq))
+        batches[reading.intersection].append(accepted.item)
+        out.accepted += 1
+    out.batches = dict(batches)
+    out.rejections.sort(key=lambda r: -1 if r.index is None else r.index)
+    return out
