@@ -128,16 +128,37 @@ def simulate_run(
     record: Annotated[Path | None, typer.Option(help="Also write the stream to this file.")] = None,
     kafka: Annotated[bool, typer.Option(help="Publish to Kafka (--no-kafka: files only).")] = True,
     out: Annotated[Path | None, typer.Option(help="With --no-kafka: write files here.")] = None,
+    via: Annotated[str, typer.Option(
+        help="How the field devices send their readings: kafka, http (a worker's "
+             "/v1/readings) or mqtt (for simpang mqtt-bridge). Frames always go to Kafka.")
+    ] = "kafka",
+    http_url: Annotated[str | None, typer.Option(
+        help="With --via http: the worker's web address, e.g. http://127.0.0.1:6066.")] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="SIMPANG_DEVICE_TOKEN",
+        help="With --via http: a device token whose scope covers the site's devices.")] = None,
 ) -> None:
     """Run a SUMO scenario and publish its detector readings (and camera frames)."""
     from simulator.simulate import latest_day_ending_before, resolve_scenario, run_simulation
-    from simulator.stream_io import DirectorySink, KafkaSink, MessageSink, RecordSink
+    from simulator.stream_io import (
+        DirectorySink,
+        FramesOnly,
+        HttpDeviceSink,
+        KafkaSink,
+        MessageSink,
+        MqttDeviceSink,
+        RecordSink,
+    )
     from simulator.sumo_run import SumoRun
     from simulator.sumo_tools import SumoError, read_sumocfg
 
     settings = Settings()
     if not kafka and out is None and record is None:
         raise _fail("--no-kafka needs --out DIR (or --record FILE)")
+    if via not in ("kafka", "http", "mqtt"):
+        raise _fail(f"--via {via!r}: choose kafka, http or mqtt")
+    if via == "http" and not (http_url and token):
+        raise _fail("--via http needs --http-url and --token (or SIMPANG_DEVICE_TOKEN)")
     try:
         resolved = resolve_scenario(scenario, settings.data_dir / "scenarios")
         begin_s = _parse_clock(begin) if begin else read_sumocfg(resolved.sumocfg).begin_s
@@ -153,10 +174,19 @@ def simulate_run(
     async def go() -> dict[str, Any]:
         sinks: list[MessageSink] = []
         kafka_sink = KafkaSink(settings) if kafka else None
+        device_sink: HttpDeviceSink | MqttDeviceSink | None = None
         try:
             if kafka_sink is not None:
                 await kafka_sink.start()
-                sinks.append(kafka_sink)
+                # Readings go one way only: straight to Kafka, or through HTTP/MQTT.
+                sinks.append(kafka_sink if via == "kafka" else FramesOnly(kafka_sink))
+            if via == "http":
+                assert http_url is not None and token is not None
+                device_sink = HttpDeviceSink(http_url, token)
+            elif via == "mqtt":
+                device_sink = MqttDeviceSink(settings, resolved.site.id)
+            if device_sink is not None:
+                sinks.append(device_sink)
             if record is not None:
                 sinks.append(RecordSink(record, header))
             if out is not None:
@@ -178,10 +208,16 @@ def simulate_run(
         finally:
             for sink in sinks:
                 await sink.close()
-        return {"scenario": resolved.name, "simulated_s": summary.simulated_s,
-                "wall_s": round(summary.wall_s, 2), "speedup": round(summary.speedup, 1),
-                "reading_messages": summary.reading_messages, "readings": summary.readings,
-                "frames": summary.frames}
+        result = {"scenario": resolved.name, "simulated_s": summary.simulated_s,
+                  "wall_s": round(summary.wall_s, 2), "speedup": round(summary.speedup, 1),
+                  "reading_messages": summary.reading_messages, "readings": summary.readings,
+                  "frames": summary.frames, "via": via}
+        if isinstance(device_sink, HttpDeviceSink):
+            result["http_accepted"] = device_sink.accepted
+            result["http_refused"] = device_sink.refused
+        elif isinstance(device_sink, MqttDeviceSink):
+            result["mqtt_published"] = device_sink.published
+        return result
 
     try:
         result = asyncio.run(go())

@@ -179,6 +179,97 @@ class DirectorySink:
             handle.close()
 
 
+@dataclass
+class FramesOnly:
+    """Another sink, for everything but device readings (which take another way)."""
+
+    inner: MessageSink
+
+    async def send(self, message: StreamMessage) -> None:
+        if message.topic not in TEXT_TOPICS:
+            await self.inner.send(message)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class HttpDeviceSink:
+    """Field devices posting their readings to a worker's ``POST /v1/readings`` (one request
+    per message, as a gateway would), honouring 429/503 ``Retry-After``. Camera frames are not
+    device readings: they are left to the other sinks."""
+
+    def __init__(self, url: str, token: str, *, max_retries: int = 20) -> None:
+        self.url = url.rstrip("/") + "/v1/readings"
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.max_retries = max_retries
+        self.accepted = 0
+        self.refused: dict[int, int] = {}
+        self._session: Any = None
+
+    async def send(self, message: StreamMessage) -> None:
+        if message.topic not in TEXT_TOPICS:
+            return
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        for _ in range(self.max_retries):
+            async with self._session.post(self.url, data=message.value,
+                                          headers=self.headers) as response:
+                answer = await response.json(content_type=None)
+                if response.status in (429, 503):
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                self.accepted += int(answer.get("accepted", 0)) if isinstance(answer, dict) \
+                    else 0
+                if response.status != 202:
+                    self.refused[response.status] = self.refused.get(response.status, 0) + 1
+                return
+        raise RuntimeError(f"{self.url} kept refusing (429/503) after {self.max_retries} tries")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class MqttDeviceSink:
+    """Field devices publishing over MQTT: each device's readings to
+    ``PREFIX/SITE/DEVICE/readings`` with QoS 1 (what ``simpang mqtt-bridge`` reads)."""
+
+    def __init__(self, settings: Settings, site_id: str) -> None:
+        self.mqtt = settings.mqtt
+        self.site_id = site_id
+        self.published = 0
+        self._client: Any = None
+
+    async def send(self, message: StreamMessage) -> None:
+        if message.topic not in TEXT_TOPICS:
+            return
+        import aiomqtt
+
+        if self._client is None:
+            mqtt = self.mqtt
+            self._client = aiomqtt.Client(
+                mqtt.host, mqtt.port, username=mqtt.username,
+                password=mqtt.password.get_secret_value() if mqtt.password else None)
+            await self._client.__aenter__()
+        by_device: dict[str, list[Any]] = {}
+        parsed = json.loads(message.value)
+        for reading in parsed if isinstance(parsed, list) else [parsed]:
+            by_device.setdefault(str(reading.get("device_id")), []).append(reading)
+        prefix = self.mqtt.topic_prefix.strip("/")
+        for device, readings in by_device.items():
+            await self._client.publish(f"{prefix}/{self.site_id}/{device}/readings",
+                                       json.dumps(readings, separators=(",", ":")), qos=1)
+            self.published += len(readings)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.__aexit__(None, None, None)
+            self._client = None
+
+
 def read_record(path: Path) -> tuple[dict[str, Any], Iterator[StreamMessage]]:
     """The header of a record file and an iterator over its messages."""
     handle = path.open(encoding="utf-8")

@@ -239,13 +239,15 @@ class MosquittoServer(ManagedServer):
 
     name = "mosquitto"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, max_queued_messages: int = 1000) -> None:
         super().__init__()
         self.port = port or free_port()
+        self.max_queued_messages = max_queued_messages
 
     def prepare(self, workdir: Path) -> None:
         (workdir / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"max_queued_messages {self.max_queued_messages}\n"
         )
 
     def command(self) -> list[str]:

@@ -142,6 +142,7 @@ async def _pump(client: aiomqtt.Client, decision: MqttDecision, producer: AIOKaf
     dead_topic = settings.topics.name("dead_letters")
     messages = aiter(client.messages)
     stopping = asyncio.ensure_future(stop.wait())
+    logged_at = 0.0
     try:
         while True:
             following = asyncio.ensure_future(anext(messages))
@@ -156,6 +157,12 @@ async def _pump(client: aiomqtt.Client, decision: MqttDecision, producer: AIOKaf
             await _forward(batch, decision, producer, sensor_topic, dead_topic, counters)
             for message in batch:
                 client._client.ack(message.mid, message.qos)
+            if not len(client.messages) and time.monotonic() - logged_at >= 1.0:
+                # Caught up: say how far (at most once a second).
+                logged_at = time.monotonic()
+                log.info("mqtt-bridge: caught up; %d messages, %d readings accepted, %d "
+                         "re-sends, %d dead letters", counters.messages, counters.accepted,
+                         counters.duplicates, counters.dead_letters)
     finally:
         stopping.cancel()
 

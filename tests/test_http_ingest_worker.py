@@ -18,9 +18,10 @@ import urllib3
 import yaml
 
 from simpang.devices import DevicesFile, issue_token
+from simulator.bundled import build_scenario
 from streams.embedded import free_port
 from streams.http_ingest import openapi_document
-from tests.conftest import Pipeline
+from tests.conftest import REPO, Pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ N = [f"smd-lembuswana-{lane}-loop" for lane in ("n1", "n2", "e1", "e2")]
 OTHER = "smd-air-hitam-n1-loop"
 
 
-def start(pipeline_factory: Callable[..., Pipeline], tmp_path: Path
+def start(pipeline_factory: Callable[..., Pipeline], tmp_path: Path, **env: str
           ) -> tuple[Pipeline, str, dict[str, str]]:
     lembuswana, first = issue_token("lembuswana", devices=["smd-lembuswana-*"],
                                     max_readings_per_s=50, burst_readings=400)
@@ -40,7 +41,7 @@ def start(pipeline_factory: Callable[..., Pipeline], tmp_path: Path
     port = free_port()
     pipeline = pipeline_factory(SIMPANG_WEB_PORT=str(port),
                                 SIMPANG_INGEST__DEVICES_FILE=str(devices),
-                                SIMPANG_INGEST__MAX_BODY_BYTES=str(256 * 1024))
+                                SIMPANG_INGEST__MAX_BODY_BYTES=str(256 * 1024), **env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -168,3 +169,25 @@ def test_schemathesis_finds_the_api_as_documented(
     )
     assert result.returncode == 0, result.stdout[:8000] + result.stderr[-2000:]
     pipeline.assert_worker_alive()
+
+
+def test_the_simulators_devices_can_post_over_http(
+    pipeline_factory: Callable[..., Pipeline], tmp_path: Path, scenario_cache: Path,
+) -> None:
+    site_file = build_scenario("t_junction", scenario_cache).site_file
+    pipeline, url, tokens = start(pipeline_factory, tmp_path,
+                                  SIMPANG_SITE_FILE=str(site_file))
+    ran = subprocess.run(
+        [sys.executable, "-m", "simpang", "simulate", "run", "--scenario", "t_junction",
+         "--duration", "180", "--begin", "07:00", "--interval", "30", "--via", "http",
+         "--http-url", url],
+        env={**pipeline.env, "SIMPANG_DATA_DIR": str(tmp_path / "sim"),
+             "SIMPANG_DEVICE_TOKEN": tokens["gateway"]},
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    summary = json.loads(ran.stdout.splitlines()[-1])
+    assert summary["via"] == "http" and summary["readings"] > 0
+    assert summary["http_accepted"] == summary["readings"] and summary["http_refused"] == {}
+    messages = pipeline.read_topic("sensor-readings", count=summary["reading_messages"],
+                                   timeout_s=15)
+    assert sum(len(m) for m in messages) == summary["readings"]

@@ -22,6 +22,7 @@ import pytest
 from simpang.records import RejectReason
 from simpang.settings import DEMO_SITE_FILE
 from simpang.site_file import load_site
+from simulator.bundled import build_scenario
 from streams.embedded import MosquittoServer, popen_child, stop_process
 from streams.ingest import ReadingValidator
 from streams.mqtt_bridge import MqttDecision
@@ -161,3 +162,40 @@ def test_bridge_forwards_once_dead_letters_the_rest_and_survives_a_broker_restar
     finally:
         if bridge.poll() is None:
             stop_process(bridge, timeout_s=10)
+
+
+@pytest.mark.integration
+def test_the_simulators_devices_can_publish_over_mqtt(
+    pipeline_factory: Callable[..., Pipeline], mosquitto: MosquittoServer, tmp_path: Path,
+    scenario_cache: Path,
+) -> None:
+    site_file = build_scenario("t_junction", scenario_cache).site_file
+    pipeline = pipeline_factory(start=False)
+    env = {**pipeline.env, "SIMPANG_MQTT__PORT": str(mosquitto.port),
+           "SIMPANG_MQTT__CLIENT_ID": f"bridge-{pipeline.name}", "SIMPANG_LOG_LEVEL": "info",
+           "SIMPANG_SITE_FILE": str(site_file)}
+    log_path = tmp_path / "bridge.log"
+    bridge = popen_child([sys.executable, "-m", "simpang", "mqtt-bridge"], env=env,
+                         stdout=log_path.open("ab"), cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while "subscribed to" not in log_path.read_text(errors="replace"):
+            assert bridge.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        ran = subprocess.run(
+            [sys.executable, "-m", "simpang", "simulate", "run", "--scenario", "t_junction",
+             "--duration", "180", "--begin", "07:00", "--interval", "30", "--via", "mqtt"],
+            env={**env, "SIMPANG_DATA_DIR": str(tmp_path / "sim")}, capture_output=True,
+            text=True, timeout=300, cwd=REPO)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        summary = json.loads(ran.stdout.splitlines()[-1])
+        assert summary["via"] == "mqtt" and summary["mqtt_published"] == summary["readings"] > 0
+        deadline = time.monotonic() + 30
+        stored: list[Any] = []
+        while len(stored) < summary["readings"] and time.monotonic() < deadline:
+            messages = pipeline.read_topic("sensor-readings", count=10_000, timeout_s=2)
+            stored = [item for message in messages for item in message]
+        assert len(stored) == summary["readings"]
+        assert pipeline.read_topic("dead-letters", count=1, timeout_s=2) == []
+    finally:
+        stop_process(bridge, timeout_s=10)
