@@ -30,6 +30,8 @@ devices_app = typer.Typer(help="Field-device tokens for HTTP ingest.", no_args_i
 app.add_typer(devices_app, name="devices")
 dead_letters_app = typer.Typer(help="Rejected messages.", no_args_is_help=True)
 app.add_typer(dead_letters_app, name="dead-letters")
+export_app = typer.Typer(help="Simpang's data in other systems' models.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 app.add_typer(camera_app, name="camera")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(simulate_app, name="simulate")
@@ -286,6 +288,38 @@ def dead_letters_tail(
         asyncio.run(show())
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+@export_app.command("fiware")
+def export_fiware(
+    broker_url: Annotated[str | None, typer.Option(
+        help="NGSI-LD context broker to upsert into (default: print JSON lines).")] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token for the broker.")] = None,
+    level: Annotated[str, typer.Option(help="approach or lane rows.")] = "approach",
+    window: Annotated[str | None, typer.Option(help="Only this window, e.g. 60s.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many entities.")] = None,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep sending new rows.")
+    ] = False,
+) -> None:
+    """Send approach metrics as FIWARE TrafficFlowObserved entities (NGSI-LD)."""
+    import asyncio
+
+    from streams.fiware import export
+
+    if level not in ("approach", "lane"):
+        console.print("[red]--level: approach or lane[/red]")
+        raise typer.Exit(2)
+    settings = Settings()
+    site = load_site(settings.site_file)
+    try:
+        sent = asyncio.run(export(settings, site, level=level, window=window, limit=limit,
+                                  follow=follow, broker_url=broker_url, token=token,
+                                  emit=typer.echo))
+    except (RuntimeError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if broker_url:
+        console.print(f"{sent} TrafficFlowObserved entities upserted into {broker_url}")
 
 
 @dashboards_app.command("generate")

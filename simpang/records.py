@@ -97,6 +97,29 @@ class NormalisedReading(BaseModel):
         "field", description="Field devices (loops, radar, counters) or camera counting.")
 
 
+class PlanReport(BaseModel):
+    """The plan a signal controller says it is running now; the timing agent takes it as the
+    running plan of its intersection (instead of assuming its last recommendation was
+    adopted).
+
+    >>> PlanReport.model_validate_json(
+    ...     '{"device_id": "tsc-1", "intersection": "x1", "ts": "2026-11-24T07:00:00+08:00",'
+    ...     ' "cycle_s": 90, "greens_s": {"ns": 40, "ew": 40}}').offset_s
+    0.0
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    v: Literal[1] = 1
+    device_id: DeviceId
+    intersection: str
+    ts: AwareDatetime = Field(description="When the controller started running it.")
+    cycle_s: float = Field(gt=0, le=300)
+    greens_s: dict[str, Annotated[float, Field(gt=0, le=300)]]
+    offset_s: float = Field(0.0, ge=0)
+    program: str | None = Field(None, description="The controller's own name for the plan.")
+
+
 class ReadingsBatch(BaseModel):
     """Normalised readings of one intersection from one source message.
 

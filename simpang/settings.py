@@ -79,6 +79,7 @@ class TopicSettings(BaseModel):
     dead_letters: str = "dead-letters"
     pipeline_health: str = "pipeline-health"
     timing_recommendations: str = "timing-recommendations"
+    signal_plans: str = "signal-plans"
     partitions: int = Field(4, gt=0)
     replication_factor: int = Field(1, gt=0)
 

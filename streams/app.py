@@ -6,6 +6,7 @@
     camera-frames ─counting─┘ (line counts, source=camera) ─▶ vehicle-crossings
           │ bad frames ─▶ dead-letters
     approach-metrics ─timing─▶ timing-recommendations (every few cycles per intersection)
+    signal-plans (controllers' PlanReport) ─plans─▶ the timing agent's running plans
     dead-letters, pipeline-health, camera-health, detector-health,
     timing-recommendations ─sink─▶ InfluxDB
 
@@ -48,7 +49,7 @@ from simpang.windows import WindowedAggregator
 from streams.counting import CameraCounting, RawFrame
 from streams.health import PipelineCounters
 from streams.http_ingest import HttpIngest, add_views
-from streams.ingest import ReadingValidator
+from streams.ingest import ReadingValidator, validate_plan_report
 from streams.kafka import faust_credentials
 from streams.points import (
     approach_metrics_line,
@@ -126,6 +127,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     camera_health = raw_topic("camera_health")
     detector_health = raw_topic("detector_health")
     timing_recommendations = raw_topic("timing_recommendations")
+    signal_plans = raw_topic("signal_plans")
     windows_table = app.Table(
         "windows",  # Faust names the changelog "{app_id}-windows-changelog"
         default=None,
@@ -164,7 +166,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                         "request to /v1/readings will be refused")
         add_views(app, HttpIngest(validator, registry,
                                   max_body_bytes=settings.ingest.max_body_bytes),
-                  sensor_readings=sensor_readings, dead_letter=dead_letter, counters=counters,
+                  sensor_readings=sensor_readings, signal_plans=signal_plans,
+                  dead_letter=dead_letter, counters=counters,
                   worker=settings.worker_id, produce_timeout_s=settings.ingest.produce_timeout_s)
 
     @app.agent(sensor_readings, name="ingest")
@@ -439,6 +442,21 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         @app.timer(interval=settings.timing.check_interval_s)
         async def timing_watchdog() -> None:
             await publish(service.on_clock(datetime.now(UTC)))
+
+        @app.agent(signal_plans, name="plans")
+        async def plans_agent(stream: StreamT[bytes]) -> None:
+            async for event in stream.events():
+                message = event.message
+                checked = validate_plan_report(
+                    event.value, site, source=f"kafka:{message.topic}",
+                    message_id=f"{message.topic}:{message.partition}:{message.offset}",
+                    received_at=datetime.fromtimestamp(message.timestamp, UTC))
+                if isinstance(checked, DeadLetter):
+                    await dead_letter(checked)
+                elif service.on_plan(checked):
+                    log.info("timing %s: controller %s runs cycle %.0f s %s",
+                             checked.intersection, checked.device_id, checked.cycle_s,
+                             checked.greens_s)
 
         @app.on_partitions_revoked.connect
         async def forget_timing(app: Any, revoked: Any, **kwargs: Any) -> None:

@@ -25,8 +25,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from simpang.devices import SeqDeduplicator
-from simpang.records import DeadLetter, NormalisedReading, RejectReason, SensorReading
-from simpang.site import Site
+from simpang.records import (
+    DeadLetter,
+    NormalisedReading,
+    PlanReport,
+    RejectReason,
+    SensorReading,
+)
+from simpang.site import Intersection, Plan, Site
 from simpang.site_file import format_location
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -258,3 +264,38 @@ def screen(result: IngestResult, *, forbidden: Callable[[NormalisedReading], str
     out.batches = dict(batches)
     out.rejections.sort(key=lambda r: -1 if r.index is None else r.index)
     return out
+
+
+def validate_plan_report(raw: bytes, site: Site, *, source: str, message_id: str,
+                         received_at: datetime) -> PlanReport | DeadLetter:
+    """A controller's plan report, or the dead letter saying what is wrong with it (its JSON
+    paths; an unknown intersection; a plan the site's phases, intergreens and green limits
+    cannot run)."""
+
+    def refuse(code: RejectReason, reason: str, device_id: str | None = None) -> DeadLetter:
+        return DeadLetter.of(id=message_id, source=source, reason_code=code, reason=reason,
+                             raw=raw, device_id=device_id, ts=received_at)
+
+    try:
+        report = PlanReport.model_validate_json(raw)
+    except ValidationError as exc:
+        code = (RejectReason.MALFORMED if any(e["type"] == "json_invalid" for e in exc.errors())
+                else RejectReason.INVALID)
+        return refuse(code, "; ".join(
+            str(FieldError(format_location(tuple(e["loc"])), e["msg"]))
+            for e in exc.errors()))
+    intersection = next((i for i in site.intersections if i.id == report.intersection), None)
+    if intersection is None:
+        return refuse(RejectReason.LOCATION_MISMATCH,
+                      f"intersection: {report.intersection!r} is not in site {site.id!r}",
+                      report.device_id)
+    if report.ts - received_at > timedelta(minutes=2):
+        return refuse(RejectReason.FUTURE_TIMESTAMP,
+                      f"ts: {report.ts.isoformat()} is in the future", report.device_id)
+    plan = Plan(cycle_s=report.cycle_s, greens_s=report.greens_s, offset_s=report.offset_s)
+    try:
+        Intersection.model_validate({**intersection.model_dump(), "plan": plan.model_dump()})
+    except ValidationError as exc:
+        return refuse(RejectReason.INVALID, "; ".join(
+            e["msg"].removeprefix("Value error, ") for e in exc.errors()), report.device_id)
+    return report

@@ -24,6 +24,7 @@ APP_TOPICS = (
     "detector_health",
     "pipeline_health",
     "timing_recommendations",
+    "signal_plans",
 )
 
 

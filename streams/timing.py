@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from simpang.recommend import LaneDemand, plan_of, recommend
-from simpang.records import ApproachMetrics, TimingRecommendation
+from simpang.records import ApproachMetrics, PlanReport, TimingRecommendation
 from simpang.settings import TimingSettings
 from simpang.site import Plan, Site
 
@@ -34,6 +34,7 @@ class TimingService:
         self.running: dict[str, Plan] = {i.id: i.plan for i in site.intersections}
         self._last_made: dict[str, datetime] = {}
         self._last_data: dict[str, datetime] = {}
+        self._reported: dict[str, datetime] = {}
 
     def _due(self, intersection_id: str, now: datetime) -> bool:
         last = self._last_made.get(intersection_id)
@@ -46,9 +47,22 @@ class TimingService:
                          self.demand[intersection_id], running=self.running[intersection_id],
                          now=now, max_age_s=self.settings.max_age_s)
         self._last_made[intersection_id] = now
-        if made.status == "recommended" and self.settings.assume_adopted:
+        # Once its controller reports what it runs, that is the running plan, not a guess.
+        if (made.status == "recommended" and self.settings.assume_adopted
+                and intersection_id not in self._reported):
             self.running[intersection_id] = plan_of(made)
         return made
+
+    def on_plan(self, report: PlanReport) -> bool:
+        """Take a controller's report of the plan it runs (validated against the site);
+        False when it is older than one already taken."""
+        last = self._reported.get(report.intersection)
+        if report.intersection not in self.intersections or (last and report.ts < last):
+            return False
+        self._reported[report.intersection] = report.ts
+        self.running[report.intersection] = Plan(
+            cycle_s=report.cycle_s, greens_s=report.greens_s, offset_s=report.offset_s)
+        return True
 
     def on_metrics(self, rows: Iterable[ApproachMetrics]) -> list[TimingRecommendation]:
         """Take one ``approach-metrics`` message; the recommendations now due."""
@@ -83,3 +97,4 @@ class TimingService:
         """Drop what was heard: after a rebalance another worker may own an intersection."""
         self._last_data.clear()
         self._last_made.clear()
+        self._reported.clear()

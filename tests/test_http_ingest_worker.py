@@ -157,6 +157,31 @@ def test_schemathesis_finds_the_api_as_documented(
     pipeline_factory: Callable[..., Pipeline], tmp_path: Path,
 ) -> None:
     pipeline, url, tokens = start(pipeline_factory, tmp_path)
+    # A controller's plan report goes to signal-plans once the broker has it.
+    plan = {"device_id": "tsc-lembuswana", "intersection": "smd-lembuswana",
+            "ts": datetime.now(UTC).isoformat(), "cycle_s": 120, "offset_s": 12,
+            "greens_s": {"p-north": 30, "p-east": 20, "p-south": 30, "p-west": 20}}
+    response = urllib3.request("POST", f"{url}/v1/plans", json=plan,
+                               headers={"Authorization": f"Bearer {tokens['gateway']}"})
+    assert response.status == 202, response.data
+    [stored] = pipeline.read_topic("signal-plans", count=1, timeout_s=10)
+    assert stored == plan
+    refused = urllib3.request("POST", f"{url}/v1/plans", json={**plan, "cycle_s": 150},
+                              headers={"Authorization": f"Bearer {tokens['gateway']}"})
+    assert refused.status == 400 and "differs from greens" in json.loads(refused.data)["error"]
+    # A city platform's FIWARE TrafficFlowObserved, through the NGSI-LD batch upsert.
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    observed = {"id": "urn:ngsi-ld:TrafficFlowObserved:n1", "type": "TrafficFlowObserved",
+                "refDevice": f"urn:ngsi-ld:Device:{N[0]}", "intensity": 9,
+                "dateObserved": f"{(end - timedelta(minutes=1)).isoformat()}/{end.isoformat()}"}
+    upserted = urllib3.request("POST", f"{url}/ngsi-ld/v1/entityOperations/upsert",
+                               json=[observed],
+                               headers={"Authorization": f"Bearer {tokens['gateway']}"})
+    assert upserted.status == 201, upserted.data
+    assert json.loads(upserted.data) == {"success": [observed["id"]], "errors": []}
+    [message] = pipeline.read_topic("sensor-readings", count=1, timeout_s=10)
+    assert message == [{"device_id": N[0], "kind": "loop", "ts": end.isoformat(),
+                        "interval_s": 60.0, "count": 9}]
     binary = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert binary, "schemathesis is a dev dependency"
     result = subprocess.run(
