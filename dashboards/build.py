@@ -298,7 +298,13 @@ def pipeline() -> dash.Dashboard:
             .with_panel(series("InfluxDB write errors", "short",
                                queries.worker_increase("sink_write_errors"), bars=True))
             .with_panel(series("Points written per second", "reqps",
-                               queries.worker_rate("points_written"), width=24))
+                               queries.worker_rate("points_written")))
+            .with_panel(series("Field devices over HTTP (readings/s)", "reqps",
+                               queries.worker_rate("http_readings_in"),
+                               queries.worker_rate("http_readings_accepted"),
+                               queries.worker_rate("http_duplicates"),
+                               description="Received, accepted (sent on) and re-sends "
+                               "recognised; the rest were refused (dead letters)."))
             .with_panel(dead_letters))
 
 

@@ -66,6 +66,9 @@ def demo(
     faults: Annotated[float, typer.Option(
         help="Share of readings broken on purpose, to show the dead-letter path.")] = 0.01,
     live: Annotated[bool, typer.Option(help="Show the live terminal view.")] = True,
+    ingest: Annotated[str, typer.Option(
+        help="How the detectors send: kafka (produce directly) or http (POST /v1/readings "
+             "to the worker with a device token).")] = "kafka",
 ) -> None:
     """Embedded broker + worker + a SUMO scenario's detectors, with a live view."""
     from simpang.demo import run_demo
@@ -79,10 +82,12 @@ def demo(
         raise typer.BadParameter(str(exc), param_hint="--begin") from None
     if not 0.0 <= faults <= 1.0:
         raise typer.BadParameter("must be within [0, 1]", param_hint="--faults")
+    if ingest not in ("kafka", "http"):
+        raise typer.BadParameter("kafka or http", param_hint="--ingest")
     try:
         summary = run_demo(Settings(), scenario=scenario, duration_s=duration, out_dir=out,
                            speed=speed, seed=seed, begin_s=begin_s, fault_fraction=faults,
-                           live=live, console=console)
+                           live=live, console=console, ingest=ingest)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: broker and worker stopped[/yellow]")
         raise typer.Exit(130) from None

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import yaml
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from simpang.devices import DevicesFile, issue_token
 from simpang.records import (
     METRICS_LIST,
     ApproachMetrics,
@@ -46,9 +48,9 @@ from simulator.simulate import (
     resolve_scenario,
     run_simulation,
 )
-from simulator.stream_io import KafkaSink, StreamMessage
+from simulator.stream_io import HttpDeviceSink, KafkaSink, MessageSink, StreamMessage
 from simulator.sumo_run import SumoRun
-from streams.embedded import TansuBroker, popen_child, stop_process
+from streams.embedded import TansuBroker, free_port, popen_child, stop_process
 from streams.kafka import aiokafka_kwargs, ensure_topics
 
 DETECTOR_INTERVAL_S = 30.0
@@ -111,6 +113,7 @@ def run_demo(
     fault_fraction: float = 0.01,
     live: bool,
     console: Console,
+    ingest: str = "kafka",
 ) -> dict[str, Any]:
     resolved = resolve_scenario(scenario, settings.data_dir / "scenarios")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,6 +137,19 @@ def run_demo(
             SIMPANG_HEALTH_INTERVAL_S="1",
             SIMPANG_INFLUX__LINE_PROTOCOL_FILE=str(lp_file),
         )
+        http: tuple[str, str] | None = None
+        if ingest == "http":
+            # One gateway token for the site's detectors; only its hash is written down.
+            token, entry = issue_token("demo-gateway", devices=["*"],
+                                       max_readings_per_s=100_000, burst_readings=100_000)
+            devices_file = (out_dir / "data" / "devices.yaml").resolve()
+            devices_file.parent.mkdir(parents=True, exist_ok=True)
+            devices_file.write_text(yaml.safe_dump(DevicesFile(tokens=[entry]).model_dump(
+                mode="json", exclude_none=True)))
+            web_port = free_port()
+            worker_env.update(SIMPANG_WEB_PORT=str(web_port),
+                              SIMPANG_INGEST__DEVICES_FILE=str(devices_file))
+            http = (f"http://127.0.0.1:{web_port}", token)
         demo_settings = settings.model_copy(update={
             "kafka": settings.kafka.model_copy(update={"brokers": broker.bootstrap}),
             "site_file": resolved.site_file,
@@ -147,7 +163,8 @@ def run_demo(
             try:
                 asyncio.run(
                     _drive(demo_settings, resolved, run, faults, state, speed=speed, live=live,
-                           console=console, worker_alive=lambda: worker.poll() is None)
+                           console=console, worker_alive=lambda: worker.poll() is None,
+                           http=http)
                 )
             finally:
                 worker_exit = stop_process(worker, timeout_s=20.0)
@@ -166,6 +183,7 @@ def run_demo(
         "metrics_emitted": state.metrics_received,
         "timing_recommendations": state.recommendations,
         "messages_sent": state.messages_sent,
+        "ingest": ingest,
         "wall_s": round(time.monotonic() - started, 1),
         "sink": settings.influx.url or str(lp_file),
         "worker_exit_code": worker_exit,
@@ -177,7 +195,7 @@ def run_demo(
 class _FaultySink:
     """Publishes detector readings with a few broken on purpose, counting what it sends."""
 
-    def __init__(self, kafka: KafkaSink, faults: FaultInjector, state: DemoState) -> None:
+    def __init__(self, kafka: MessageSink, faults: FaultInjector, state: DemoState) -> None:
         self._kafka = kafka
         self._faults = faults
         self._state = state
@@ -205,6 +223,7 @@ async def _drive(
     live: bool,
     console: Console,
     worker_alive: Callable[[], bool],
+    http: tuple[str, str] | None = None,
 ) -> None:
     consumer = AIOKafkaConsumer(
         settings.topics.name("approach_metrics"),
@@ -215,10 +234,16 @@ async def _drive(
         group_id=None,
         auto_offset_reset="earliest",
     )
-    kafka = KafkaSink(settings)
-    await kafka.start()
+    devices: MessageSink
+    if http is None:
+        kafka = KafkaSink(settings)
+        await kafka.start()
+        devices = kafka
+    else:
+        await _wait_for_web(http[0], worker_alive)
+        devices = HttpDeviceSink(http[0], http[1])
     await consumer.start()
-    sink = _FaultySink(kafka, faults, state)
+    sink = _FaultySink(devices, faults, state)
     watcher = asyncio.create_task(_watch(consumer, settings, state))
     title = f"{scenario.site.name} ({scenario.name})"
     zone = ZoneInfo(scenario.site.timezone)
@@ -259,7 +284,7 @@ async def _drive(
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
         await consumer.stop()
-        await kafka.close()
+        await devices.close()
 
 
 async def _watch(consumer: AIOKafkaConsumer, settings: Settings, state: DemoState) -> None:
@@ -335,3 +360,20 @@ def _count_metric_lines(lp_file: Path) -> int:
     with lp_file.open(encoding="utf-8") as handle:
         return sum(1 for line in handle if line.startswith("approach_metrics,"))
 
+
+
+async def _wait_for_web(url: str, worker_alive: Callable[[], bool], timeout_s: float = 90.0
+                        ) -> None:
+    """Until the worker's web server answers /v1/health."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{url}/v1/health") as response:
+                    if response.status == 200:
+                        return
+            if not worker_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the worker's web server did not come up; see worker.log")
+            await asyncio.sleep(0.3)

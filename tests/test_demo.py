@@ -129,6 +129,26 @@ def test_demo_writes_line_protocol_that_loads_into_influxdb(
         db.drop_database()
 
 
+def test_demo_devices_can_post_over_http(tmp_path: Path, data_dir: Path) -> None:
+    summary = run_demo(tmp_path, data_dir, 10, "--faults", "0.05", "--ingest", "http")
+    assert summary["ingest"] == "http" and summary["worker_exit_code"] == 0
+    site = build_scenario("four_arm", data_dir / "scenarios").site()
+    sensors = sum(len(i.sensors) for i in site.intersections)
+    assert summary["readings_in"] == sensors * 10
+    # Every broken reading came back as a dead letter from the HTTP path, and nothing else.
+    assert summary["dead_letters"] == summary["faults_injected"] > 0
+    assert set(summary["dead_letter_reasons"]) <= {"malformed", "invalid", "unknown_device"}
+    lines = (tmp_path / "metrics.lp").read_text().splitlines()
+    http_letters = [line for line in lines
+                    if line.startswith("dead_letters,") and tag(line, "source") == "http"]
+    assert len(http_letters) == summary["dead_letters"]
+    assert [line for line in lines if line.startswith("approach_metrics,")]
+    health = [line for line in lines if line.startswith("pipeline_health,")]
+    accepted = max(int(line.split("http_readings_accepted=")[1].split("i")[0])
+                   for line in health)
+    assert accepted == summary["readings_in"] - summary["faults_injected"] > 0
+
+
 def tag(line: str, key: str) -> str:
     """A tag's value in a line-protocol line."""
     series = line.split(" ", 1)[0]
