@@ -239,14 +239,25 @@ class MosquittoServer(ManagedServer):
 
     name = "mosquitto"
 
-    def __init__(self, port: int | None = None, *, max_queued_messages: int = 1000) -> None:
+    def __init__(self, port: int | None = None, *, max_queued_messages: int = 1000,
+                 password_file: Path | None = None, acl_file: Path | None = None) -> None:
         super().__init__()
         self.port = port or free_port()
         self.max_queued_messages = max_queued_messages
+        self.password_file = password_file
+        self.acl_file = acl_file
 
     def prepare(self, workdir: Path) -> None:
+        auth = ("allow_anonymous true\n" if self.password_file is None else
+                f"allow_anonymous false\npassword_file {self.password_file}\n")
+        if self.acl_file is not None:
+            auth += f"acl_file {self.acl_file}\n"
+        if os.geteuid() == 0:
+            # Started as root, Mosquitto turns into user "mosquitto", who cannot read files
+            # in a root-only temporary directory.
+            auth += "user root\n"
         (workdir / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\n{auth}persistence false\n"
             f"max_queued_messages {self.max_queued_messages}\n"
         )
 

@@ -71,7 +71,7 @@ def test_docker_compose_validates_the_file_with_every_profile(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == {"kafka", "influxdb", "grafana", "worker", "scenario",
-                                         "simulator", "mosquitto"}
+                                         "simulator", "mosquitto", "mqtt-bridge"}
     token = env_example()["SIMPANG_INFLUX_TOKEN"]
     assert resolved["services"]["worker"]["environment"]["SIMPANG_INFLUX_TOKEN"] == token
     assert resolved["services"]["grafana"]["environment"]["SIMPANG_INFLUX_TOKEN"] == token
@@ -91,7 +91,8 @@ def test_docker_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None
 
 def test_env_example_holds_no_real_secret() -> None:
     values = env_example()
-    for name in ("INFLUXDB_ADMIN_PASSWORD", "SIMPANG_INFLUX_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for name in ("INFLUXDB_ADMIN_PASSWORD", "SIMPANG_INFLUX_TOKEN", "GRAFANA_ADMIN_PASSWORD",
+                 "MQTT_BRIDGE_PASSWORD"):
         assert values[name].startswith("change-me"), name
     assert not (REPO / ".env").exists() or ".env" in (REPO / ".gitignore").read_text()
 
@@ -108,6 +109,25 @@ def test_services_dependencies_and_health(compose: dict[str, Any]) -> None:
     assert services["simulator"]["depends_on"]["scenario"] == {
         "condition": "service_completed_successfully"}
     assert "ports" not in services["worker"], "a fixed host port would stop --scale worker=N"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_bridge_environment_is_valid_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridge = compose["services"]["mqtt-bridge"]
+    for name, value in bridge["environment"].items():
+        monkeypatch.setenv(name, resolve(str(value)))
+    settings = Settings()
+    assert settings.mqtt.host == "mosquitto" and settings.mqtt.port == 1883
+    assert settings.mqtt.username == "simpang-bridge" and settings.mqtt.password is not None
+    acl = (REPO / "deploy" / "mosquitto" / "acl").read_text()
+    assert f"user {settings.mqtt.username}" in acl
+    assert f"topic read {settings.mqtt.topic_prefix}/#" in acl
+    mounts = compose["services"]["mosquitto"]["volumes"]
+    assert "./deploy/mosquitto/acl:/mosquitto/config/acl:ro" in mounts
+    assert "acl_file /mosquitto/config/acl" in (REPO / "deploy" / "mosquitto" /
+                                                  "mosquitto.conf").read_text()
 
 
 @pytest.mark.usefixtures("clean_env")

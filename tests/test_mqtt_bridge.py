@@ -5,6 +5,7 @@ decision for one message on its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -199,3 +200,41 @@ def test_the_simulators_devices_can_publish_over_mqtt(
         assert pipeline.read_topic("dead-letters", count=1, timeout_s=2) == []
     finally:
         stop_process(bridge, timeout_s=10)
+
+
+@pytest.mark.integration
+def test_the_deployed_acl_lets_a_device_publish_only_under_its_own_topic(tmp_path: Path) -> None:
+    """Mosquitto with deploy/mosquitto/acl and a password file made by mosquitto_passwd."""
+    passwords = tmp_path / "passwords"
+    for index, (user, password) in enumerate([("simpang-bridge", "b-pw"), (N1, "n1-pw"),
+                                              (N2, "n2-pw")]):
+        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if index == 0 else []),
+                        str(passwords), user, password], check=True, capture_output=True)
+    passwords.chmod(0o600)
+    acl = REPO / "deploy" / "mosquitto" / "acl"
+    topic = {device: f"simpang/{SITE}/{device}/readings" for device in (N1, N2)}
+
+    async def scenario(port: int) -> list[str]:
+        received: list[str] = []
+        async with aiomqtt.Client("127.0.0.1", port, username="simpang-bridge",
+                                  password="b-pw") as bridge:
+            await bridge.subscribe(f"simpang/{SITE}/+/readings", qos=1)
+            async with aiomqtt.Client("127.0.0.1", port, username=N1,
+                                      password="n1-pw") as device:
+                await device.publish(topic[N1], b"own", qos=1)
+                await device.publish(topic[N2], b"another's", qos=1)
+                await device.publish(topic[N1], b"own again", qos=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(3):
+                    async for message in bridge.messages:
+                        received.append(f"{message.topic}={message.payload!r}")
+                        if len(received) == 2:
+                            break
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", port):
+                pass  # anonymous: refused
+        return received
+
+    with MosquittoServer(password_file=passwords, acl_file=acl) as server:
+        received = asyncio.run(scenario(server.port))
+    assert received == [f"{topic[N1]}=b'own'", f"{topic[N1]}=b'own again'"]
