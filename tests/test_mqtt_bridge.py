@@ -19,6 +19,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simpang.records import RejectReason
 from simpang.settings import DEMO_SITE_FILE
@@ -238,3 +240,28 @@ def test_the_deployed_acl_lets_a_device_publish_only_under_its_own_topic(tmp_pat
     with MosquittoServer(password_file=passwords, acl_file=acl) as server:
         received = asyncio.run(scenario(server.port))
     assert received == [f"{topic[N1]}=b'own'", f"{topic[N1]}=b'own again'"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(device=st.sampled_from([N1, N2, "", "x/y", "nope"]),
+       suffix=st.sampled_from(["readings", "state", "readings/x"]),
+       payload=st.one_of(st.binary(max_size=60), st.builds(
+           lambda items: json.dumps(items).encode(),
+           st.lists(st.fixed_dictionaries(
+               {"device_id": st.sampled_from([N1, N2, "nope"]),
+                "kind": st.sampled_from(["loop", "radar"]),
+                "ts": st.sampled_from(["2026-11-24T07:58:00+08:00", "bad"]),
+                "interval_s": st.integers(-1, 120)},
+               optional={"seq": st.integers(-1, 3), "count": st.integers(-1, 9)}),
+               max_size=4))))
+def test_no_message_crashes_the_bridge_and_every_reading_is_accounted_for(
+    device: str, suffix: str, payload: bytes,
+) -> None:
+    decision = MqttDecision(ReadingValidator(load_site(DEMO_SITE_FILE), max_future_skew_s=120),
+                            topic_prefix="simpang")
+    screened, count = decision.handle(f"simpang/{SITE}/{device}/{suffix}", payload,
+                                      message_id="f", received_at=RECEIVED)
+    forwarded = sum(len(items) for items in screened.batches.values())
+    assert forwarded == screened.accepted
+    assert screened.accepted + screened.duplicates + len(screened.rejections) == count
+    assert len(screened.dead_letters) == len(screened.rejections)
