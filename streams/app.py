@@ -215,8 +215,9 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
             if isinstance(item, WatermarkTick):
                 out = aggregator.on_tick(windows_table, message.partition, arrival_ms=arrival_ms)
             else:
+                wall_s = time.time()
                 for reading in item.readings:
-                    detector_monitor.observe(reading, wall_s=time.time())
+                    detector_monitor.observe(reading, wall_s=wall_s)
                 out = aggregator.on_batch(
                     windows_table, message.partition, item, arrival_ms=arrival_ms
                 )
@@ -450,7 +451,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 checked = validate_plan_report(
                     event.value, site, source=f"kafka:{message.topic}",
                     message_id=f"{message.topic}:{message.partition}:{message.offset}",
-                    received_at=datetime.fromtimestamp(message.timestamp, UTC))
+                    received_at=datetime.fromtimestamp(message.timestamp, UTC),
+                    max_future_skew_s=settings.windows.max_future_skew_s)
                 if isinstance(checked, DeadLetter):
                     await dead_letter(checked)
                 elif service.on_plan(checked):

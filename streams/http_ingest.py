@@ -99,8 +99,9 @@ class HttpIngest:
         return HttpOutcome(status, {"error": message, "reason_code": code.value, **extra},
                            headers or {}, dead_letters=[letter], readings_in=1)
 
-    def handle(self, body: bytes, *, authorization: str | None, request_id: str,
-               received_at: datetime) -> HttpOutcome:
+    def admit(self, body: bytes, *, authorization: str | None, request_id: str,
+              received_at: datetime) -> DeviceToken | HttpOutcome:
+        """The token's grant, or the refusal: no or unknown token (401), body too large (413)."""
         grant = self.authenticate(authorization)
         if grant is None:
             return self.refuse(401, RejectReason.UNAUTHORISED,
@@ -112,18 +113,35 @@ class HttpIngest:
                                f"body of {len(body)} bytes exceeds {self.max_body_bytes}",
                                body[:1024], request_id=request_id, received_at=received_at,
                                device=grant.name, max_bytes=self.max_body_bytes)
+        return grant
+
+    def over_rate(self, grant: DeviceToken, cost: int, body: bytes, *, request_id: str,
+                  received_at: datetime) -> HttpOutcome | None:
+        """The 429 refusal when ``cost`` readings exceed the token's bucket, else None."""
+        wait_s = self.limiter.take(grant.name, cost, rate=grant.max_readings_per_s,
+                                   burst=grant.burst_readings, now_s=self.clock())
+        if wait_s <= 0:
+            return None
+        return self.refuse(429, RejectReason.RATE_LIMITED,
+                           f"{grant.name} may send {grant.max_readings_per_s:g} readings/s "
+                           f"(bursts of {grant.burst_readings}); wait {wait_s:.2f} s",
+                           body, request_id=request_id, received_at=received_at,
+                           device=grant.name, retry_after_s=round(wait_s, 3),
+                           headers={"Retry-After": str(math.ceil(wait_s))})
+
+    def handle(self, body: bytes, *, authorization: str | None, request_id: str,
+               received_at: datetime) -> HttpOutcome:
+        grant = self.admit(body, authorization=authorization, request_id=request_id,
+                           received_at=received_at)
+        if isinstance(grant, HttpOutcome):
+            return grant
         result = self.validator.validate(body, source=SOURCE, message_id=request_id,
                                          received_at=received_at)
-        wait_s = self.limiter.take(grant.name, result.readings_in,
-                                   rate=grant.max_readings_per_s, burst=grant.burst_readings,
-                                   now_s=self.clock())
-        if wait_s > 0:
-            return self.refuse(429, RejectReason.RATE_LIMITED,
-                               f"{grant.name} may send {grant.max_readings_per_s:g} readings/s "
-                               f"(bursts of {grant.burst_readings}); wait {wait_s:.2f} s",
-                               body, request_id=request_id, received_at=received_at,
-                               device=grant.name, retry_after_s=round(wait_s, 3),
-                               headers={"Retry-After": str(math.ceil(wait_s))})
+        refused = self.over_rate(grant, result.readings_in, body, request_id=request_id,
+                                 received_at=received_at)
+        if refused is not None:
+            return refused
+
         def forbidden(reading: NormalisedReading) -> str | None:
             if grant.may_write(reading.device_id, reading.intersection):
                 return None
@@ -155,25 +173,17 @@ class HttpIngest:
     def handle_plan(self, body: bytes, *, authorization: str | None, request_id: str,
                     received_at: datetime) -> HttpOutcome:
         """``POST /v1/plans``: a signal controller reports the plan it runs."""
-        grant = self.authenticate(authorization)
         common = {"request_id": request_id, "received_at": received_at}
-        if grant is None:
-            return self.refuse(401, RejectReason.UNAUTHORISED, "missing or unknown bearer "
-                               "token", body, headers={"WWW-Authenticate":
-                                                      'Bearer realm="simpang"'}, **common)
-        if len(body) > self.max_body_bytes:
-            return self.refuse(413, RejectReason.TOO_LARGE, f"body of {len(body)} bytes "
-                               f"exceeds {self.max_body_bytes}", body[:1024], device=grant.name,
-                               max_bytes=self.max_body_bytes, **common)
-        wait_s = self.limiter.take(grant.name, 1, rate=grant.max_readings_per_s,
-                                   burst=grant.burst_readings, now_s=self.clock())
-        if wait_s > 0:
-            return self.refuse(429, RejectReason.RATE_LIMITED, f"{grant.name} is over its "
-                               f"rate; wait {wait_s:.2f} s", body, device=grant.name,
-                               retry_after_s=round(wait_s, 3),
-                               headers={"Retry-After": str(math.ceil(wait_s))}, **common)
-        checked = validate_plan_report(body, self.validator.site, source=f"{SOURCE}:plans",
-                                       message_id=request_id, received_at=received_at)
+        grant = self.admit(body, authorization=authorization, **common)
+        if isinstance(grant, HttpOutcome):
+            return grant
+        refused = self.over_rate(grant, 1, body, **common)
+        if refused is not None:
+            return refused
+        checked = validate_plan_report(
+            body, self.validator.site, source=f"{SOURCE}:plans", message_id=request_id,
+            received_at=received_at,
+            max_future_skew_s=self.validator.max_future_skew.total_seconds())
         if isinstance(checked, DeadLetter):
             return HttpOutcome(400, {"error": checked.reason,
                                      "reason_code": checked.reason_code.value},
@@ -455,6 +465,13 @@ def add_views(app: Any, http: HttpIngest, *, sensor_readings: Any, signal_plans:
                 outcome = outcome.unavailable(http.dedup)
                 outcome.body["detail"] = str(exc) or type(exc).__name__
                 return reply(view, outcome)
+        for intersection, raw in outcome.plans.items():
+            try:
+                delivery = await signal_plans.send(key=intersection.encode(), value=raw)
+                await asyncio.wait_for(delivery, produce_timeout_s)
+            except (TimeoutError, OSError):
+                return reply(view, HttpOutcome(503, {"error": "not stored in time; send "
+                                                              "again"}, {"Retry-After": "1"}))
         counters.http_readings_accepted += outcome.accepted
         counters.http_duplicates += outcome.duplicates
         for letter in outcome.dead_letters:
@@ -482,29 +499,8 @@ def add_views(app: Any, http: HttpIngest, *, sensor_readings: Any, signal_plans:
     @app.page("/v1/plans")
     class Plans(View):  # type: ignore[misc]
         async def post(self, request: Request) -> Response:
-            received_at = datetime.now(UTC)
-            request_id = f"http:{uuid.uuid4().hex}"
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                outcome = http.refuse(413, RejectReason.TOO_LARGE,
-                                      f"body exceeds {http.max_body_bytes} bytes", b"",
-                                      request_id=request_id, received_at=received_at,
-                                      max_bytes=http.max_body_bytes)
-            else:
-                outcome = http.handle_plan(
-                    body, authorization=request.headers.get("Authorization"),
-                    request_id=request_id, received_at=received_at)
-            for intersection, raw in outcome.plans.items():
-                try:
-                    future = await signal_plans.send(key=intersection.encode(), value=raw)
-                    await asyncio.wait_for(future, produce_timeout_s)
-                except (TimeoutError, OSError):
-                    return reply(self, HttpOutcome(503, {"error": "not stored in time; send "
-                                                              "again"}, {"Retry-After": "1"}))
-            for letter in outcome.dead_letters:
-                await dead_letter(letter)
-            return reply(self, outcome)
+            return await serve(self, request, lambda body, auth, rid, at: http.handle_plan(
+                body, authorization=auth, request_id=rid, received_at=at))
 
     @app.page("/v1/health")
     class Health(View):  # type: ignore[misc]

@@ -267,7 +267,8 @@ def screen(result: IngestResult, *, forbidden: Callable[[NormalisedReading], str
 
 
 def validate_plan_report(raw: bytes, site: Site, *, source: str, message_id: str,
-                         received_at: datetime) -> PlanReport | DeadLetter:
+                         received_at: datetime, max_future_skew_s: float
+                         ) -> PlanReport | DeadLetter:
     """A controller's plan report, or the dead letter saying what is wrong with it (its JSON
     paths; an unknown intersection; a plan the site's phases, intergreens and green limits
     cannot run)."""
@@ -289,9 +290,10 @@ def validate_plan_report(raw: bytes, site: Site, *, source: str, message_id: str
         return refuse(RejectReason.LOCATION_MISMATCH,
                       f"intersection: {report.intersection!r} is not in site {site.id!r}",
                       report.device_id)
-    if report.ts - received_at > timedelta(minutes=2):
+    if report.ts - received_at > timedelta(seconds=max_future_skew_s):
         return refuse(RejectReason.FUTURE_TIMESTAMP,
-                      f"ts: {report.ts.isoformat()} is in the future", report.device_id)
+                      f"ts: {report.ts.isoformat()} is more than {max_future_skew_s:g} s "
+                      "in the future", report.device_id)
     plan = Plan(cycle_s=report.cycle_s, greens_s=report.greens_s, offset_s=report.offset_s)
     try:
         Intersection.model_validate({**intersection.model_dump(), "plan": plan.model_dump()})

@@ -41,7 +41,7 @@ def report(**overrides: Any) -> dict[str, Any]:
 def check(site: Site, body: Any) -> PlanReport | DeadLetter:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return validate_plan_report(raw, site, source="test", message_id="m1",
-                                received_at=RECEIVED)
+                                received_at=RECEIVED, max_future_skew_s=120)
 
 
 def test_a_plan_the_intersection_can_run_is_taken(site: Site) -> None:
