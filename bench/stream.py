@@ -57,41 +57,18 @@ sys.path.insert(0, str(REPO))
 from dashboards.influxql import InfluxQL  # noqa: E402
 from simpang.records import HealthSample  # noqa: E402
 from simpang.settings import Settings  # noqa: E402
+from simulator import synthetic  # noqa: E402
+from simulator.synthetic import APPROACHES  # noqa: E402
 from streams.embedded import InfluxDB1Server, TansuBroker, popen_child, stop_process  # noqa: E402
 from streams.kafka import ensure_topics  # noqa: E402
 from tests.influx_v2_forwarder import InfluxV2WriteForwarder  # noqa: E402
 
-APPROACHES = ("north", "east", "south", "west")
 INTERSECTIONS = 125
 
 
 def synthetic_site() -> dict[str, Any]:
-    intersections = []
-    for n in range(INTERSECTIONS):
-        iid = f"x{n:03d}"
-        approaches = [
-            {"id": a, "lanes": [{"id": f"{a[0]}1", "movements": ["left", "through"]},
-                                {"id": f"{a[0]}2", "movements": ["through", "right"]}]}
-            for a in APPROACHES
-        ]
-        phase = {"min_green_s": 8, "max_green_s": 60, "yellow_s": 3, "all_red_s": 2}
-        intersections.append({
-            "id": iid, "name": f"Bench {n}", "lat": -0.5, "lon": 117.1,
-            "approaches": approaches,
-            "phases": [
-                {"id": "ns", "movements": [f"{a}:{m}" for a in ("north", "south")
-                                            for m in ("left", "through", "right")], **phase},
-                {"id": "ew", "movements": [f"{a}:{m}" for a in ("east", "west")
-                                            for m in ("left", "through", "right")], **phase},
-            ],
-            "plan": {"cycle_s": 90, "greens_s": {"ns": 40, "ew": 40}, "offset_s": 0},
-            "sensors": [
-                {"device_id": f"{iid}-{a[0]}{k}", "kind": "loop", "approach": a,
-                 "lane": f"{a[0]}{k}"}
-                for a in APPROACHES for k in (1, 2)
-            ],
-        })
-    return {"id": "bench", "name": "Synthetic benchmark site", "intersections": intersections}
+    return synthetic.synthetic_site(INTERSECTIONS, site_id="bench",
+                                    name="Synthetic benchmark site")
 
 
 def readings_at(ts: datetime) -> Iterator[tuple[str, list[dict[str, Any]]]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,43 @@ def worker(
 
 
 @app.command()
+def broker(
+    durable: Annotated[bool | None, typer.Option(
+        "--durable/--memory", help="Keep topics in S3 (default: broker.durable).")] = None,
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) until Ctrl-C or SIGTERM.
+
+    Durable (``broker.s3_endpoint``: S3 or MinIO) it is the single-machine alternative to a
+    Kafka cluster: a restart keeps every acknowledged message."""
+    import signal
+
+    from streams.embedded import ServerStartError, broker_from_settings
+
+    settings = Settings()
+    if durable is not None:
+        settings.broker.durable = durable
+    # SIGTERM (docker stop, systemd) leaves through the context managers like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        with broker_from_settings(settings.broker, port=settings.broker.port,
+                                  listen_host=settings.broker.listen_host,
+                                  advertised_host=settings.broker.advertised_host) as tansu:
+            where = (settings.broker.s3_endpoint or "a local S3") if settings.broker.durable \
+                else "memory"
+            console.print(f"broker at {tansu.bootstrap}, topics in {where}", markup=False)
+            assert tansu.process is not None
+            tansu.process.wait()
+            console.print(f"broker exited with code {tansu.process.returncode}:\n"
+                          f"{tansu.output_tail()}", style="red", markup=False)
+            raise typer.Exit(1)
+    except ServerStartError as exc:
+        console.print(f"could not start: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command()
 def demo(
     duration: Annotated[float, typer.Option(help="Wall-clock seconds to run.")] = 60.0,
     out: Annotated[Path, typer.Option(help="Where metrics.lp and summary.json go.")] = Path(
@@ -69,6 +107,9 @@ def demo(
     ingest: Annotated[str, typer.Option(
         help="How the detectors send: kafka (produce directly) or http (POST /v1/readings "
              "to the worker with a device token).")] = "kafka",
+    durable: Annotated[bool, typer.Option(
+        help="Keep the broker's topics in S3 (broker.s3_endpoint, or a local S3 started "
+             "beside it) instead of memory.")] = False,
 ) -> None:
     """Embedded broker + worker + a SUMO scenario's detectors, with a live view."""
     from simpang.demo import run_demo
@@ -85,7 +126,10 @@ def demo(
     if ingest not in ("kafka", "http"):
         raise typer.BadParameter("kafka or http", param_hint="--ingest")
     try:
-        summary = run_demo(Settings(), scenario=scenario, duration_s=duration, out_dir=out,
+        settings = Settings()
+        if durable:
+            settings.broker.durable = True
+        summary = run_demo(settings, scenario=scenario, duration_s=duration, out_dir=out,
                            speed=speed, seed=seed, begin_s=begin_s, fault_fraction=faults,
                            live=live, console=console, ingest=ingest)
     except KeyboardInterrupt:

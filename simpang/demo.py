@@ -50,7 +50,7 @@ from simulator.simulate import (
 )
 from simulator.stream_io import HttpDeviceSink, KafkaSink, MessageSink, StreamMessage
 from simulator.sumo_run import SumoRun
-from streams.embedded import TansuBroker, free_port, popen_child, stop_process
+from streams.embedded import broker_from_settings, free_port, popen_child, stop_process
 from streams.kafka import aiokafka_kwargs, ensure_topics
 
 DETECTOR_INTERVAL_S = 30.0
@@ -127,7 +127,7 @@ def run_demo(
                   day=day)
     state = DemoState()
     started = time.monotonic()
-    with TansuBroker() as broker:
+    with broker_from_settings(settings.broker) as broker:
         worker_env = dict(os.environ)
         worker_env.update(
             SIMPANG_KAFKA__BROKERS=broker.bootstrap,
@@ -184,6 +184,8 @@ def run_demo(
         "timing_recommendations": state.recommendations,
         "messages_sent": state.messages_sent,
         "ingest": ingest,
+        "broker_storage": (f"s3 {settings.broker.s3_endpoint or 'local'}"
+                           if settings.broker.durable else "memory"),
         "wall_s": round(time.monotonic() - started, 1),
         "sink": settings.influx.url or str(lp_file),
         "worker_exit_code": worker_exit,

@@ -140,6 +140,9 @@ class WatermarkTick(BaseModel):
     devices are quiet (see :mod:`simpang.windows`)."""
 
     type: Literal["tick"] = "tick"
+    restart_idle: bool = Field(False, description=(
+        "Restart the idle clock here instead of advancing (after the worker held its ticks: "
+        "the time held was not idle)."))
 
 
 MetricsInput: TypeAdapter[ReadingsBatch | WatermarkTick] = TypeAdapter(

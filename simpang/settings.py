@@ -113,6 +113,10 @@ class WindowSettings(BaseModel):
     )
     grace_s: float = Field(5.0, ge=0, description="How long a window waits for late readings.")
     tick_interval_s: float = Field(0.5, gt=0, description="Watermark tick period per partition.")
+    resume_settle_s: float = Field(10.0, ge=0, description=(
+        "After a worker held its watermark ticks (readings backlog, broker unreachable), how "
+        "long data alone moves event time before idle time counts again: devices re-sending "
+        "what they buffered get this long."))
     max_future_skew_s: float = Field(
         120.0, ge=0, description="Readings stamped further in the future are rejected."
     )
@@ -208,6 +212,26 @@ class DiagnosticsSettings(BaseModel):
         "Measured seconds of zero vehicles (while others count) before stuck off."))
 
 
+class BrokerSettings(BaseModel):
+    """The embedded Tansu broker (``simpang broker``, ``simpang demo``) and where it keeps
+    topics: memory, or an S3 bucket (durable: a broker restart keeps every message)."""
+
+    durable: bool = Field(False, description=(
+        "Keep topics in S3 (s3_endpoint) instead of memory."))
+    s3_endpoint: str | None = Field(None, description=(
+        "S3 or MinIO URL; unset with durable → a local S3 (moto) started beside the broker, "
+        "whose objects last as long as it runs."))
+    s3_bucket: str = "tansu"
+    s3_access_key_id: str | None = Field(None, description=(
+        "Unset → the broker's own AWS_* environment (or an instance role)."))
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    listen_host: str = Field("127.0.0.1", description="Address ``simpang broker`` listens on.")
+    advertised_host: str | None = Field(None, description=(
+        "Host clients are told to connect to; unset → listen_host."))
+    port: int = Field(9092, gt=0, lt=65536, description="Port of ``simpang broker``.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIMPANG_", env_nested_delimiter="__", extra="ignore"
@@ -218,8 +242,11 @@ class Settings(BaseSettings):
     site_file: Path = DEMO_SITE_FILE
     data_dir: Path = Path("/tmp/simpang")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description=(
+        "Worker log lines: Faust's text, or one JSON object per line (ts, level, logger, "
+        "message, worker, and intersection/camera/device where a line is about one)."))
     web_port: int | None = Field(None, description=(
-        "Worker web server port (HTTP ingest, health, OpenAPI); unset → disabled."))
+        "Worker web server port (HTTP ingest, health, metrics, OpenAPI); unset → disabled."))
     web_bind: str = Field("127.0.0.1", description="Address the web server listens on.")
     health_interval_s: float = Field(10.0, gt=0)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -232,6 +259,7 @@ class Settings(BaseSettings):
     grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
 
     @classmethod
     def settings_customise_sources(

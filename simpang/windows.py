@@ -15,7 +15,9 @@ a window that has fired is *late* and is returned to the caller, never dropped s
 
 Replays after a crash are applied once: every pane remembers the highest source offset it
 has absorbed per source partition, and each partition remembers the last source message it
-completed.
+completed. Fired rows are kept with the close that fired them until the caller marks them
+delivered (:meth:`WindowedAggregator.unsent`, :meth:`WindowedAggregator.mark_sent`), so a
+crash between a close and the send repeats the send instead of losing the rows.
 
 >>> agg = WindowedAggregator("demo", [WindowSpec(60, 60)], grace_s=5, pcu=PcuFactors())
 >>> store: dict[str, Any] = {}
@@ -215,18 +217,46 @@ class WindowedAggregator:
             }
         state["sources_done"][source] = batch.source_offset
         out.metrics, expired = self._close(store, partition, state, arrival_ms)
-        self._commit(store, partition, state, expired)
+        self._commit(store, partition, state, expired, out.metrics)
         return out
 
-    def on_tick(self, store: Store, partition: int, *, arrival_ms: float) -> WindowOutput:
+    def on_tick(self, store: Store, partition: int, *, arrival_ms: float,
+                restart_idle: bool = False) -> WindowOutput:
+        """Advance the watermark by the idle time; with ``restart_idle``, restart the idle
+        clock at ``arrival_ms`` instead (the time since the last data is not to count)."""
         state = self._state(store, partition)
+        if restart_idle:
+            if state["event_wm_ms"] is not None and arrival_ms > state["wm_arrival_ms"]:
+                state["wm_arrival_ms"] = arrival_ms
+                store[self._state_key(partition)] = state
+            return WindowOutput()
         metrics, expired = self._close(store, partition, state, arrival_ms)
         if metrics or expired:
-            self._commit(store, partition, state, expired)
+            self._commit(store, partition, state, expired, metrics)
         return WindowOutput(metrics=metrics)
 
+    def unsent(self, store: Store, partition: int) -> list[ApproachMetrics]:
+        """Rows of fired windows not yet confirmed delivered with :meth:`mark_sent`: the
+        latest close's, and any a crash left between a close and its delivery."""
+        stored = store.get(self._state_key(partition))
+        if not stored or not stored.get("unsent"):
+            return []
+        return [ApproachMetrics.model_validate(row) for row in stored["unsent"]]
+
+    def mark_sent(self, store: Store, partition: int) -> None:
+        """The rows :meth:`unsent` returned are delivered; forget them."""
+        key = self._state_key(partition)
+        stored = store.get(key)
+        if stored and stored.get("unsent"):
+            store[key] = {**stored, "unsent": []}
+
     def _commit(self, store: Store, partition: int, state: dict[str, Any],
-                expired: list[str]) -> None:
+                expired: list[str], metrics: list[ApproachMetrics]) -> None:
+        # A close and the rows it fired are one record (one changelog message): a crash can
+        # lose neither without the other, and the rows stay until their delivery is marked.
+        if metrics:
+            state["unsent"] = [*state.get("unsent", []),
+                               *(m.model_dump(mode="json") for m in metrics)]
         # State first, then the panes it no longer needs: a crash in between leaves panes
         # that the next close removes, never a fired window whose panes are gone.
         store[self._state_key(partition)] = state

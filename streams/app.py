@@ -26,6 +26,7 @@ from typing import Any
 
 import faust
 from faust.types import EventT, StreamT
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from simpang.detector_health import DetectorMonitor, DetectorThresholds
@@ -47,10 +48,11 @@ from simpang.settings import Settings
 from simpang.site import Site
 from simpang.windows import WindowedAggregator
 from streams.counting import CameraCounting, RawFrame
-from streams.health import PipelineCounters
+from streams.health import PipelineCounters, consumer_lag
 from streams.http_ingest import HttpIngest, add_views
 from streams.ingest import ReadingValidator, validate_plan_report
 from streams.kafka import faust_credentials
+from streams.metrics import PipelineCollector, add_metrics_view, metrics_registry
 from streams.points import (
     approach_metrics_line,
     camera_health_line,
@@ -62,10 +64,12 @@ from streams.points import (
 from streams.sink import PermanentSinkError, PointSink, RetryableSinkError, sink_from_settings
 from streams.timing import TimingService
 from streams.transport import SimpangFaustApp
+from streams.watermarks import PartitionView, TickGate
 
 log = logging.getLogger("simpang.streams")
 
 TICK = WatermarkTick().model_dump_json().encode()
+RESTART_TICK = WatermarkTick(restart_idle=True).model_dump_json().encode()
 
 
 @dataclass
@@ -79,6 +83,7 @@ class SimpangApp:
     counters: PipelineCounters
     camera_counting: CameraCounting | None = None
     timing: TimingService | None = None
+    metrics: CollectorRegistry | None = None
 
 
 def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None) -> SimpangApp:
@@ -142,6 +147,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         stuck_on_after_s=diagnostics.stuck_on_after_s,
         stuck_off_after_s=diagnostics.stuck_off_after_s,
     ))
+    # Per readings partition: the last offset the ingest agent handled and its timestamp.
+    ingested: dict[int, tuple[int, float]] = {}
     aggregator = WindowedAggregator(
         site.id,
         settings.windows.specs(),
@@ -152,7 +159,9 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
 
     async def dead_letter(dl: DeadLetter) -> None:
         counters.dead_letters += 1
-        log.info("dead letter %s (%s): %s", dl.id, dl.reason_code.value, dl.reason)
+        counters.dead_letters_by_reason[dl.reason_code.value] += 1
+        log.info("dead letter %s (%s): %s", dl.id, dl.reason_code.value, dl.reason,
+                 extra={"device": dl.device_id} if dl.device_id else None)
         await dead_letters.send(
             key=(dl.device_id or dl.source).encode(), value=dl.model_dump_json().encode()
         )
@@ -174,6 +183,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     async def ingest(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            ingested[message.partition] = (message.offset, message.timestamp)
             result = validator.validate(
                 event.value,
                 source=f"kafka:{message.topic}",
@@ -213,7 +223,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 )
                 continue
             if isinstance(item, WatermarkTick):
-                out = aggregator.on_tick(windows_table, message.partition, arrival_ms=arrival_ms)
+                out = aggregator.on_tick(windows_table, message.partition, arrival_ms=arrival_ms,
+                                         restart_idle=item.restart_idle)
             else:
                 wall_s = time.time()
                 for reading in item.readings:
@@ -234,35 +245,79 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 )
             # One message per intersection and close: consumers (sink, timing) want an
             # intersection's approaches together, and a send per row costs more than the row.
+            # The rows wait in the windows table until the broker has them; after a crash
+            # the first message of the partition sends what was left (an idempotent repeat
+            # at worst).
+            unsent = aggregator.unsent(windows_table, message.partition)
+            if not unsent:
+                continue
             by_intersection: dict[str, list[ApproachMetrics]] = {}
-            for metric in out.metrics:
+            for metric in unsent:
                 by_intersection.setdefault(metric.intersection, []).append(metric)
+            deliveries = []
             for intersection, rows in by_intersection.items():
                 counters.metrics_emitted += len(rows)
-                await approach_metrics.send(
+                deliveries.append(await approach_metrics.send(
                     key=intersection.encode(), value=METRICS_LIST.dump_json(rows)
-                )
+                ))
+            await asyncio.gather(*deliveries)
+            aggregator.mark_sent(windows_table, message.partition)
+
+    tick_gate = TickGate(
+        settle_s=settings.windows.resume_settle_s,
+        # A long poll answers at least every fetch_max_wait_ms, data or not.
+        stale_after_s=2.0 + 4 * settings.kafka.fetch_max_wait_ms / 1000,
+        max_backlog_age_s=settings.windows.grace_s / 2,
+    )
+
+    def readings_partitions() -> dict[int, PartitionView]:
+        readings_topic = sensor_readings.get_topic_name()
+        consumer = app.consumer
+        views = {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic != readings_topic:
+                continue
+            # Faust keeps no public accessor for these two.
+            committed = consumer._committed_offset.get(tp)
+            try:
+                polled_ms = consumer._thread._ensure_consumer().last_poll_timestamp(tp)
+            except (AssertionError, KeyError):  # not (or no longer) assigned there
+                polled_ms = None
+            offset, ts_s = ingested.get(tp.partition, (-1, float("-inf")))
+            if committed is not None and committed - 1 > offset:
+                offset, ts_s = committed - 1, float("-inf")
+            views[tp.partition] = PartitionView(
+                highwater=consumer.highwater(tp),
+                polled_s=polled_ms / 1000 if polled_ms is not None else None,
+                ingested_offset=offset, ingested_s=ts_s)
+        return views
 
     @app.timer(interval=settings.windows.tick_interval_s)
     async def watermark_ticks() -> None:
+        decision = tick_gate.decide(readings_partitions(), now_s=time.time())
+        if decision == "hold":
+            log.debug("watermark ticks held: readings partitions %s behind", tick_gate.behind)
+            return
+        tick = TICK if decision == "advance" else RESTART_TICK
         for tp in app.assignor.assigned_actives():
             if tp.topic == normalised_readings.get_topic_name():
                 await normalised_readings.send(
-                    value=TICK, partition=tp.partition, timestamp=time.time()
+                    value=tick, partition=tp.partition, timestamp=time.time()
                 )
+
+    @app.on_partitions_revoked.connect
+    async def restart_tick_gate(app: Any, revoked: Any, **kwargs: Any) -> None:
+        ingested.clear()
+        tick_gate.reset()
+
+    lag_topics = {topics.name(t) for t in ("sensor_readings", "normalised_readings",
+                                           "approach_metrics", "dead_letters",
+                                           "pipeline_health", "camera_frames")}
 
     @app.timer(interval=settings.health_interval_s)
     async def health() -> None:
-        ours = {topics.name(t) for t in ("sensor_readings", "normalised_readings",
-                                          "approach_metrics", "dead_letters", "pipeline_health",
-                                          "camera_frames")}
-        consumer = app.consumer
-        lag = {}
-        for tp in app.assignor.assigned_actives():
-            highwater = consumer.highwater(tp)
-            if tp.topic in ours and highwater is not None:  # None until the first fetch
-                committed = consumer._committed_offset.get(tp) or 0  # no public accessor
-                lag[f"{tp.topic}:{tp.partition}"] = max(0, highwater - committed)
+        lag = {f"{topic}:{partition}": behind
+               for (topic, partition), behind in consumer_lag(app, lag_topics).items()}
         sample = counters.sample(settings.worker_id, lag)
         await pipeline_health.send(
             key=settings.worker_id.encode(), value=sample.model_dump_json().encode()
@@ -292,6 +347,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                          confidence=detector.confidence, iou=detector.iou,
                          batch_size=detector.batch_size, threads=detector.threads),
             interval_s=detector.interval_s, frozen_after_s=detector.frozen_after_s,
+            max_future_skew_s=settings.windows.max_future_skew_s,
         )
         counting_state = camera_counting
 
@@ -336,15 +392,19 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 await point_sink.write(lines)
             except RetryableSinkError as exc:
                 counters.sink_write_errors += 1
+                counters.sink_last_write_failed = True
                 log.warning("sink write failed, retrying in %.1f s: %s", backoff_s, exc)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, settings.influx.retry_max_s)
                 continue
             except PermanentSinkError as exc:
                 counters.sink_write_errors += 1
+                counters.sink_last_write_failed = True
                 log.error("sink refused %d points: %s", len(lines), exc)
                 return False
             counters.points_written += len(lines)
+            counters.sink_last_write_failed = False
+            counters.sink_last_success_at = datetime.now(UTC)
             if metric_points:
                 counters.metric_points_written += len(lines)
             return True
@@ -353,39 +413,46 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         topic: faust.TopicT, name: str, to_lines: Callable[[bytes], list[str]],
         *, metric_points: bool = False,
     ) -> None:
+        async def write_batch(stream: StreamT[bytes], events: list[EventT[Any]]) -> None:
+            lines: list[str] = []
+            for event in events:
+                try:
+                    lines.extend(to_lines(event.value))
+                except (ValidationError, ValueError) as exc:
+                    await dead_letter(
+                        DeadLetter.of(
+                            id=f"{event.message.topic}:{event.message.partition}:"
+                            f"{event.message.offset}",
+                            source=f"kafka:{event.message.topic}",
+                            reason_code=RejectReason.MALFORMED, reason=str(exc),
+                            raw=event.value,
+                        )
+                    )
+            if (
+                lines
+                and not await write_with_retry(lines, metric_points=metric_points)
+                and topic is not dead_letters
+            ):
+                await dead_letter(
+                    DeadLetter.of(
+                        id=f"{name}:{events[0].message.partition}:{events[0].message.offset}",
+                        source=name, reason_code=RejectReason.SINK_REJECTED,
+                        reason="InfluxDB refused the batch", raw="\n".join(lines),
+                    )
+                )
+            for event in events:
+                await stream.ack(event)
+
         async def drain(stream: StreamT[bytes]) -> None:
             events: list[EventT[Any]]
             async for events in stream.noack_take(  # type: ignore[assignment]
                 settings.influx.batch_max_points, within=settings.influx.batch_max_wait_s
             ):
-                lines: list[str] = []
-                for event in events:
-                    try:
-                        lines.extend(to_lines(event.value))
-                    except (ValidationError, ValueError) as exc:
-                        await dead_letter(
-                            DeadLetter.of(
-                                id=f"{event.message.topic}:{event.message.partition}:"
-                                f"{event.message.offset}",
-                                source=f"kafka:{event.message.topic}",
-                                reason_code=RejectReason.MALFORMED, reason=str(exc),
-                                raw=event.value,
-                            )
-                        )
-                if (
-                    lines
-                    and not await write_with_retry(lines, metric_points=metric_points)
-                    and topic is not dead_letters
-                ):
-                    await dead_letter(
-                        DeadLetter.of(
-                            id=f"{name}:{events[0].message.partition}:{events[0].message.offset}",
-                            source=name, reason_code=RejectReason.SINK_REJECTED,
-                            reason="InfluxDB refused the batch", raw="\n".join(lines),
-                        )
-                    )
-                for event in events:
-                    await stream.ack(event)
+                counters.sink_backlog_events += len(events)
+                try:
+                    await write_batch(stream, events)
+                finally:  # a cancelled agent must not leave its batch counted
+                    counters.sink_backlog_events -= len(events)
 
         app.agent(topic, name=name)(drain)
 
@@ -425,7 +492,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
             for recommendation in made:
                 log.info("timing %s %s: cycle %.0f s, %s", recommendation.intersection,
                          recommendation.status, recommendation.cycle_s,
-                         recommendation.reasons[-1] if recommendation.reasons else "")
+                         recommendation.reasons[-1] if recommendation.reasons else "",
+                         extra={"intersection": recommendation.intersection})
                 await timing_recommendations.send(
                     key=recommendation.intersection.encode(),
                     value=recommendation.model_dump_json().encode())
@@ -458,7 +526,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 elif service.on_plan(checked):
                     log.info("timing %s: controller %s runs cycle %.0f s %s",
                              checked.intersection, checked.device_id, checked.cycle_s,
-                             checked.greens_s)
+                             checked.greens_s, extra={"intersection": checked.intersection,
+                                                      "device": checked.device_id})
 
         @app.on_partitions_revoked.connect
         async def forget_timing(app: Any, revoked: Any, **kwargs: Any) -> None:
@@ -472,5 +541,12 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         return timing_lines(recommendation, positions.get(recommendation.intersection))
 
     sink_agent(timing_recommendations, "sink-timing", timing_to_lines)
-    return SimpangApp(app, settings, site, point_sink, counters, camera_counting, timing)
+
+    registry = metrics_registry(PipelineCollector(
+        counters, worker=settings.worker_id, lag=lambda: consumer_lag(app, lag_topics),
+        cameras=camera_counting.totals if camera_counting else None))
+    if settings.web_port is not None:
+        add_metrics_view(app, registry)
+    return SimpangApp(app, settings, site, point_sink, counters, camera_counting, timing,
+                      registry)
 

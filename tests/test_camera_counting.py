@@ -63,8 +63,11 @@ def test_counting_agent_counts_camera_frames_into_metrics(
                                 SIMPANG_WINDOWS__GRACE_S="2")
     ts = dict(frames[5][1])["ts"]
     bad = [
-        (b"not a jpeg", [("v", b"1"), ("camera_id", CAMERA.encode()),
-                         ("ts", b"2099-01-01T00:00:00+00:00")]),
+        (b"not a jpeg", [("v", b"1"), ("camera_id", CAMERA.encode()), ("ts", ts)]),
+        (frames[1][0][: len(frames[1][0]) // 2],  # cut off in transit
+         [("v", b"1"), ("camera_id", CAMERA.encode()), ("ts", ts)]),
+        (frames[0][0], [("v", b"1"), ("camera_id", CAMERA.encode()),  # camera clock wrong
+                        ("ts", b"2099-01-01T00:00:00+00:00")]),
         (frames[0][0], [("v", b"1"), ("camera_id", b"no-such-cam"), ("ts", ts)]),
         (frames[0][0], [("v", b"1"), ("camera_id", CAMERA.encode())]),
         (frames[0][0], [("v", b"2"), ("camera_id", CAMERA.encode()), ("ts", ts)]),
@@ -78,15 +81,16 @@ def test_counting_agent_counts_camera_frames_into_metrics(
         lambda r: bool(r) and r[0]["frames"] == len(frames), timeout_s=120)
     health = pipeline.wait_rows(
         f"SELECT * FROM camera_health WHERE camera = '{CAMERA}'",
-        lambda r: sum(h["rejected"] for h in r) == 4,  # all but the unknown camera's frame
+        lambda r: sum(h["rejected"] for h in r) == 6,  # all but the unknown camera's frame
         timeout_s=30)
     assert all(h["inference_ms"] > 0 and h["frozen"] == 0 for h in health if h["frames"])
     crossings = pipeline.read_topic("vehicle-crossings", count=10_000, timeout_s=5)
-    dead = pipeline.read_topic("dead-letters", count=5, timeout_s=60)
+    dead = pipeline.read_topic("dead-letters", count=7, timeout_s=60)
     reasons = sorted(d["reason_code"] for d in dead)
-    assert reasons == ["invalid", "late", "malformed", "unknown_device",
-                       "unsupported_version"], dead
+    assert reasons == ["future_timestamp", "invalid", "late", "malformed", "malformed",
+                       "unknown_device", "unsupported_version"], dead
     assert any("not a decodable image" in d["reason"] for d in dead)
+    assert any("truncated JPEG" in d["reason"] for d in dead)
 
     # Camera counts reach InfluxDB as ApproachMetrics of their own source, equal to the
     # crossings of the windows they cover.

@@ -66,12 +66,13 @@ def docker_compose(*args: str, env_file: Path | None) -> subprocess.CompletedPro
 def test_docker_compose_validates_the_file_with_every_profile(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text(ENV_EXAMPLE.read_text())
-    result = docker_compose("--profile", "simulator", "--profile", "mqtt", "config",
-                            env_file=env_file)
+    result = docker_compose("--profile", "simulator", "--profile", "mqtt", "--profile", "tansu",
+                            "config", env_file=env_file)
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     assert set(resolved["services"]) == {"kafka", "influxdb", "grafana", "worker", "scenario",
-                                         "simulator", "mosquitto", "mqtt-bridge"}
+                                         "simulator", "mosquitto", "mqtt-bridge", "minio",
+                                         "minio-bucket", "tansu"}
     token = env_example()["SIMPANG_INFLUX_TOKEN"]
     assert resolved["services"]["worker"]["environment"]["SIMPANG_INFLUX_TOKEN"] == token
     assert resolved["services"]["grafana"]["environment"]["SIMPANG_INFLUX_TOKEN"] == token
@@ -92,7 +93,7 @@ def test_docker_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None
 def test_env_example_holds_no_real_secret() -> None:
     values = env_example()
     for name in ("INFLUXDB_ADMIN_PASSWORD", "SIMPANG_INFLUX_TOKEN", "GRAFANA_ADMIN_PASSWORD",
-                 "MQTT_BRIDGE_PASSWORD"):
+                 "MQTT_BRIDGE_PASSWORD", "MINIO_ROOT_PASSWORD"):
         assert values[name].startswith("change-me"), name
     assert not (REPO / ".env").exists() or ".env" in (REPO / ".gitignore").read_text()
 
@@ -128,6 +129,25 @@ def test_the_bridge_environment_is_valid_settings(
     assert "./deploy/mosquitto/acl:/mosquitto/config/acl:ro" in mounts
     assert "acl_file /mosquitto/config/acl" in (REPO / "deploy" / "mosquitto" /
                                                   "mosquitto.conf").read_text()
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_durable_broker_serves_on_minio(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = compose["services"]
+    tansu = services["tansu"]
+    for name, value in tansu["environment"].items():
+        monkeypatch.setenv(name, resolve(str(value)))
+    settings = Settings()
+    assert tansu["command"] == ["broker", "--durable"]
+    assert settings.broker.s3_endpoint == "http://minio:9000"
+    assert settings.broker.s3_secret_access_key is not None
+    assert settings.broker.s3_secret_access_key.get_secret_value() == resolve(
+        services["minio"]["environment"]["MINIO_ROOT_PASSWORD"])
+    assert f"local/{settings.broker.s3_bucket}" in " ".join(services["minio-bucket"]["command"])
+    assert f"{settings.broker.advertised_host}:{settings.broker.port}" == "tansu:9092"
+    assert settings.broker.listen_host == "0.0.0.0"
 
 
 @pytest.mark.usefixtures("clean_env")

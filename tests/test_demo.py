@@ -163,11 +163,12 @@ def test_demo_writes_to_influxdb_when_the_url_is_set(
     db.create_database()
     try:
         summary = run_demo(
-            tmp_path, data_dir, 10, "--scenario", "corridor", "--begin", "07:00",
+            tmp_path, data_dir, 10, "--scenario", "corridor", "--begin", "07:00", "--durable",
             SIMPANG_INFLUX_URL=influx_forwarder.url, SIMPANG_INFLUX_BUCKET=database,
             SIMPANG_INFLUX_TOKEN="demo-token-not-logged",
         )
         assert not (tmp_path / "metrics.lp").exists()
+        assert summary["broker_storage"] == "s3 local"  # Tansu on a local S3 (--durable)
         counted = db.rows("SELECT count(readings) AS n FROM approach_metrics")
         assert counted[0]["n"] == summary["metrics_points"] == summary["metrics_emitted"]
         # The corridor's three intersections, at the morning peak of a past day.

@@ -3,6 +3,7 @@ and never outlive the process that started them."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -12,9 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.embedded import (
     InfluxDB1Server,
+    MotoS3Server,
     ServerStartError,
     TansuBroker,
     free_port,
@@ -118,3 +122,83 @@ def test_free_port_is_bindable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
         assert sock.getsockname()[1] == port
+
+
+def _produce_then_count_after_kill(broker: TansuBroker, messages: int) -> int:
+    """Produce ``messages`` (acknowledged), SIGKILL and restart the broker, count what it
+    still holds."""
+    async def produce() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic("kept", 2, 1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for n in range(messages):
+                await producer.send_and_wait("kept", str(n).encode(), key=str(n).encode())
+        finally:
+            await producer.stop()
+
+    async def count() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None,
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            if "kept" not in await consumer.topics():
+                return 0
+            consumer.subscribe(["kept"])
+            seen: set[bytes] = set()
+            deadline = time.monotonic() + 10
+            while len(seen) < messages and time.monotonic() < deadline:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen.update(r.value for r in records if r.value is not None)
+            return len(seen)
+        finally:
+            await consumer.stop()
+
+    asyncio.run(produce())
+    broker.halt(kill=True)
+    broker.start()
+    return asyncio.run(count())
+
+
+def test_a_durable_broker_keeps_every_message_through_sigkill() -> None:
+    with MotoS3Server() as s3, TansuBroker(storage=s3.storage()) as durable:
+        assert _produce_then_count_after_kill(durable, 100) == 100
+    with TansuBroker() as in_memory:  # the contrast: memory storage keeps nothing
+        assert _produce_then_count_after_kill(in_memory, 100) == 0
+
+
+def test_simpang_broker_serves_durably_and_leaves_nothing_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "broker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simpang", "broker", "--durable"], stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SIMPANG_BROKER__PORT": str(port)})
+    try:
+        assert wait_until(lambda: "broker at" in log.read_text(), 60), log.read_text()
+        assert f"127.0.0.1:{port}, topics in a local S3" in log.read_text()
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 2, children  # the local S3 and Tansu
+        broker = TansuBroker(port)
+        assert asyncio.run(_metadata_ok(broker.bootstrap))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert not port_open(port)
+    assert not any(pid_alive(int(pid)) for pid in children)
+
+
+async def _metadata_ok(bootstrap: str) -> bool:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        return isinstance(await consumer.topics(), set)
+    finally:
+        await consumer.stop()

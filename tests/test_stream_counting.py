@@ -53,3 +53,22 @@ def test_a_frozen_picture_is_reported_and_every_line_reads_each_interval(
     assert all(r.source == "camera" and r.approach == "north" and r.interval_s == 10.0
                and r.ts_ms == int((start + timedelta(seconds=10)).timestamp() * 1000)
                for r in readings)
+
+
+def test_cut_off_and_far_future_frames_are_refused_and_later_frames_still_count(
+        scenario_cache: Path) -> None:
+    site = build_scenario("four_arm", scenario_cache).site()
+    counting = CameraCounting(site, OnnxDetector(DEFAULT_MODEL_FILE), max_future_skew_s=120)
+    now = datetime.now(UTC).replace(microsecond=0)
+    picture = np.random.default_rng(1).integers(0, 255, (360, 640, 3), np.uint8)
+    whole = frame(picture, now - timedelta(seconds=2), 0)
+    cut = RawFrame(whole.value[: len(whole.value) // 2], whole.headers, whole.key,
+                   whole.topic, 0, 1)
+    ahead = frame(picture, now + timedelta(hours=1), 2)
+    later = frame(picture, now - timedelta(seconds=1), 3)
+    out = counting.process([cut, ahead, later])
+    assert [(d.reason_code.value, d.id) for d in out.dead_letters] == [
+        ("malformed", "camera-frames:0:1"), ("future_timestamp", "camera-frames:0:2")]
+    assert "truncated JPEG" in out.dead_letters[0].reason
+    health = {h.camera_id: h for h in counting.health("w")}
+    assert health[CAMERA].frames == 1 and health[CAMERA].rejected == 2

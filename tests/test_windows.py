@@ -315,6 +315,55 @@ def test_window_fires_exactly_once() -> None:
     }
 
 
+def test_fired_rows_wait_in_the_store_until_marked_delivered() -> None:
+    # A worker dies after the close reached the store (its changelog) but before the rows
+    # reached Kafka: the next worker, with the same store, finds them and sends them.
+    agg = aggregator("60", grace_s=5)
+    store: dict[str, Any] = {}
+    agg.on_batch(store, 0, batch(0, reading(T0 + MIN, {CAR: 2})), arrival_ms=T0 + MIN)
+    fired = agg.on_tick(store, 0, arrival_ms=T0 + MIN + 5 * SEC).metrics
+    assert len(fired) == 2
+    restarted = aggregator("60", grace_s=5)
+    assert restarted.unsent(copy.deepcopy(store), 0) == fired
+    assert restarted.unsent(store, 1) == []  # another partition's close is its own
+    # Nothing new fires on the next tick; what was left is still there, and stays once.
+    assert restarted.on_tick(store, 0, arrival_ms=T0 + MIN + 6 * SEC).metrics == []
+    assert restarted.unsent(store, 0) == fired
+    restarted.mark_sent(store, 0)
+    assert restarted.unsent(store, 0) == []
+    # The next close brings only its own rows.
+    restarted.on_batch(store, 0, batch(1, reading(T0 + 2 * MIN, {CAR: 1})),
+                       arrival_ms=T0 + 2 * MIN)
+    second = restarted.on_tick(store, 0, arrival_ms=T0 + 2 * MIN + 5 * SEC).metrics
+    assert restarted.unsent(store, 0) == second and {total(m) for m in second} == {1}
+
+
+def test_a_restart_tick_keeps_held_time_from_counting_as_idle() -> None:
+    # Data up to 07:00:30, then the worker held its ticks for a minute (a broker outage) and
+    # sends a restart tick at 07:01:30: idle time counts from there. The device's buffered
+    # reading for [07:00, 07:01), arriving 4 s later, still counts; with a plain tick instead
+    # the window would have closed at once, without it.
+    def run(first_tick_restarts: bool) -> tuple[list[Any], list[ApproachMetrics]]:
+        agg = aggregator("60", grace_s=5)
+        store: dict[str, Any] = {}
+        agg.on_batch(store, 0, batch(0, reading(T0 + 30 * SEC, {CAR: 2}, interval_s=30)),
+                     arrival_ms=T0 + 30 * SEC)
+        fired = agg.on_tick(store, 0, arrival_ms=T0 + 90 * SEC,
+                            restart_idle=first_tick_restarts).metrics
+        late = agg.on_batch(store, 0, batch(1, reading(T0 + MIN, {CAR: 1}, interval_s=30,
+                                                       lane="n2")),
+                            arrival_ms=T0 + 94 * SEC).late
+        fired += agg.on_tick(store, 0, arrival_ms=T0 + 100 * SEC).metrics
+        return late, fired
+
+    late, fired = run(first_tick_restarts=True)
+    assert late == []
+    assert {(m.lane, total(m)) for m in fired} == {("n1", 2), ("n2", 1), (None, 3)}
+    late, fired = run(first_tick_restarts=False)
+    assert len(late) == 1
+    assert {(m.lane, total(m)) for m in fired} == {("n1", 2), (None, 2)}
+
+
 def test_closed_panes_are_dropped_from_store() -> None:
     # State must not grow without bound: once every window using a pane fired, it is gone.
     agg = aggregator("60")
