@@ -66,8 +66,13 @@ def broker(
     settings = Settings()
     if durable is not None:
         settings.broker.durable = durable
-    # SIGTERM (docker stop, systemd) leaves through the context managers like Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    def leave(*_: object) -> None:
+        # SIGTERM (docker stop, systemd) leaves through the context managers like Ctrl-C; a
+        # second one must not cut their stop short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, leave)
     try:
         with broker_from_settings(settings.broker, port=settings.broker.port,
                                   listen_host=settings.broker.listen_host,

@@ -147,8 +147,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         stuck_on_after_s=diagnostics.stuck_on_after_s,
         stuck_off_after_s=diagnostics.stuck_off_after_s,
     ))
-    # Per readings partition: the last offset the ingest agent handled and its timestamp.
-    ingested: dict[int, tuple[int, float]] = {}
+    # Per readings partition: the last offset the ingest agent has handled completely.
+    ingested: dict[int, int] = {}
     aggregator = WindowedAggregator(
         site.id,
         settings.windows.specs(),
@@ -183,7 +183,6 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     async def ingest(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            ingested[message.partition] = (message.offset, message.timestamp)
             result = validator.validate(
                 event.value,
                 source=f"kafka:{message.topic}",
@@ -205,6 +204,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
                 )
             for dl in result.dead_letters:
                 await dead_letter(dl)
+            ingested[message.partition] = message.offset
 
     @app.agent(normalised_readings, name="metrics")
     async def metrics(stream: StreamT[bytes]) -> None:
@@ -267,29 +267,30 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         settle_s=settings.windows.resume_settle_s,
         # A long poll answers at least every fetch_max_wait_ms, data or not.
         stale_after_s=2.0 + 4 * settings.kafka.fetch_max_wait_ms / 1000,
-        max_backlog_age_s=settings.windows.grace_s / 2,
+        max_backlog_age_s=max(0.5, settings.windows.grace_s / 2),
     )
 
-    def readings_partitions() -> dict[int, PartitionView]:
+    def readings_partitions() -> dict[int, PartitionView] | None:
+        """This worker's view of its readings partitions; None while it cannot tell."""
         readings_topic = sensor_readings.get_topic_name()
         consumer = app.consumer
         views = {}
-        for tp in app.assignor.assigned_actives():
-            if tp.topic != readings_topic:
-                continue
-            # Faust keeps no public accessor for these two.
-            committed = consumer._committed_offset.get(tp)
-            try:
+        try:
+            for tp in app.assignor.assigned_actives():
+                if tp.topic != readings_topic:
+                    continue
+                # Faust keeps no public accessor for these two.
+                committed = consumer._committed_offset.get(tp)
                 polled_ms = consumer._thread._ensure_consumer().last_poll_timestamp(tp)
-            except (AssertionError, KeyError):  # not (or no longer) assigned there
-                polled_ms = None
-            offset, ts_s = ingested.get(tp.partition, (-1, float("-inf")))
-            if committed is not None and committed - 1 > offset:
-                offset, ts_s = committed - 1, float("-inf")
-            views[tp.partition] = PartitionView(
-                highwater=consumer.highwater(tp),
-                polled_s=polled_ms / 1000 if polled_ms is not None else None,
-                ingested_offset=offset, ingested_s=ts_s)
+                handled = ingested.get(tp.partition, -1)
+                if committed is not None:
+                    handled = max(handled, committed - 1)
+                views[tp.partition] = PartitionView(
+                    highwater=consumer.highwater(tp),
+                    polled_s=polled_ms / 1000 if polled_ms is not None else None,
+                    handled_offset=handled)
+        except Exception:  # mid-rebalance: the consumer and the assignor disagree
+            return None
         return views
 
     @app.timer(interval=settings.windows.tick_interval_s)

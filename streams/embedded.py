@@ -108,6 +108,8 @@ class ManagedServer:
 
     def start(self, *, timeout_s: float = 30.0) -> Self:
         """Start the server; after :meth:`halt`, start it again on its port and data."""
+        if self.process is not None and self.process.poll() is None:
+            return self
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"simpang-{self.name}-"))
             fresh = True
@@ -139,7 +141,10 @@ class ManagedServer:
             if fresh:
                 self.initialise()
         except BaseException:
-            self.stop()
+            if fresh:
+                self.stop()
+            else:  # a failed restart keeps the data for another try
+                self.halt()
             raise
         return self
 

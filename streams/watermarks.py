@@ -7,21 +7,28 @@ what they buffered meanwhile — the idle time is not idle, and the windows thos
 belong to would close without them.
 
 :class:`TickGate` decides per timer round: *hold* (send nothing) while a readings partition
-of this worker is behind or its last fetch is stale; then, for ``settle_s`` after the path is
-whole again, *restart* (ticks that restart the idle clock at their arrival, so the time held
-never counts as idle); then *advance* (normal ticks).
+of this worker is behind; then, for ``settle_s`` after the path is whole again, *restart*
+(ticks that restart the idle clock at their arrival, so the time held never counts as idle);
+then *advance* (normal ticks). A partition is behind when it was never fetched, when its last
+fetch is older than ``stale_after_s`` (the broker or the connection is down), or when the
+ingest agent has not been caught up with it for ``max_backlog_age_s``. Every time is this
+worker's clock: devices' clocks and message timestamps play no part.
 
 >>> gate = TickGate(settle_s=10, stale_after_s=2, max_backlog_age_s=1)
->>> def polled_at(t: float) -> dict[int, PartitionView]:
-...     return {0: PartitionView(highwater=5, polled_s=t, ingested_offset=4, ingested_s=99.0)}
->>> gate.decide(polled_at(99.9), now_s=100.0)
+>>> def at(polled_s: float, handled: int = 4) -> dict[int, PartitionView]:
+...     return {0: PartitionView(highwater=5, polled_s=polled_s, handled_offset=handled)}
+>>> gate.decide(at(99.9), now_s=100.0)
 'restart'
->>> gate.decide(polled_at(109.9), now_s=110.0)
+>>> gate.decide(at(109.9), now_s=110.0)
 'advance'
->>> gate.decide(polled_at(105.0), now_s=111.0)  # no fetch answered for 6 s
+>>> gate.decide(at(105.0), now_s=111.0)  # no fetch answered for 6 s
 'hold'
->>> gate.decide(polled_at(111.9), now_s=112.0), gate.decide(polled_at(121.9), now_s=122.0)
+>>> gate.decide(at(111.9), now_s=112.0), gate.decide(at(121.9), now_s=122.0)
 ('restart', 'advance')
+>>> gate.decide(at(122.4, handled=2), now_s=122.5)  # two waiting: fine for a while
+'advance'
+>>> gate.decide(at(123.4, handled=3), now_s=123.5)  # still not caught up after 1.5 s
+'hold'
 """
 
 from __future__ import annotations
@@ -38,34 +45,12 @@ class PartitionView:
     """What a worker knows of one readings partition it consumes."""
 
     highwater: int | None  # next offset the broker will write; None before the first fetch
-    polled_s: float | None  # Unix time of the last fetch response for it
-    ingested_offset: int  # last offset the ingest agent handled (-1: none)
-    ingested_s: float  # that message's timestamp (Unix s)
+    polled_s: float | None  # this worker's Unix time of the last fetch response for it
+    handled_offset: int  # last offset the ingest agent handled (-1: none)
 
-
-def partitions_behind(views: Mapping[int, PartitionView], *, now_s: float,
-                      stale_after_s: float, max_backlog_age_s: float) -> list[int]:
-    """Partitions whose readings may not all have reached the windows.
-
-    Behind: never fetched, last fetch older than ``stale_after_s`` (the broker or the
-    connection is down), or messages waiting behind one older than ``max_backlog_age_s``.
-    A partition whose last handled message is recent is fine even with more waiting: what
-    follows is newer still.
-
-    >>> views = {0: PartitionView(10, 100.0, 9, 99.0), 1: PartitionView(5, 100.0, 2, 99.9),
-    ...          2: PartitionView(5, 100.0, 2, 90.0), 3: PartitionView(None, None, -1, 0.0),
-    ...          4: PartitionView(0, 100.0, -1, 0.0)}
-    >>> partitions_behind(views, now_s=100.2, stale_after_s=2, max_backlog_age_s=1)
-    [2, 3]
-    """
-    def is_behind(view: PartitionView) -> bool:
-        if view.highwater is None or view.polled_s is None:
-            return True
-        waiting = view.ingested_offset + 1 < view.highwater
-        return (now_s - view.polled_s > stale_after_s
-                or (waiting and now_s - view.ingested_s > max_backlog_age_s))
-
-    return [partition for partition, view in sorted(views.items()) if is_behind(view)]
+    @property
+    def caught_up(self) -> bool:
+        return self.highwater is not None and self.handled_offset + 1 >= self.highwater
 
 
 class TickGate:
@@ -77,11 +62,19 @@ class TickGate:
         self.stale_after_s = stale_after_s
         self.max_backlog_age_s = max_backlog_age_s
         self.whole_since_s: float | None = None
+        self.caught_up_s: dict[int, float] = {}
         self.behind: list[int] = []
 
-    def decide(self, views: Mapping[int, PartitionView], *, now_s: float) -> Decision:
-        self.behind = partitions_behind(views, now_s=now_s, stale_after_s=self.stale_after_s,
-                                        max_backlog_age_s=self.max_backlog_age_s)
+    def decide(self, views: Mapping[int, PartitionView] | None, *, now_s: float) -> Decision:
+        """``views`` None: the worker could not tell (a rebalance under way): hold."""
+        self.behind = [] if views is not None else [-1]
+        for partition, view in sorted((views or {}).items()):
+            if view.caught_up:
+                self.caught_up_s[partition] = now_s
+            fresh = view.polled_s is not None and now_s - view.polled_s <= self.stale_after_s
+            recent = now_s - self.caught_up_s.get(partition, float("-inf"))
+            if not fresh or recent > self.max_backlog_age_s:
+                self.behind.append(partition)
         if self.behind:
             self.whole_since_s = None
             return "hold"
@@ -92,3 +85,4 @@ class TickGate:
     def reset(self) -> None:
         """Partitions moved (a rebalance): start over as after a hold."""
         self.whole_since_s = None
+        self.caught_up_s.clear()

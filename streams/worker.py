@@ -62,7 +62,8 @@ class BoundedWorker(faust.Worker):
         self._stop_after_drain(super()._on_sigint)
 
     def _stop_after_drain(self, stop: Callable[[], None]) -> None:
-        if self._draining:
+        if self._draining:  # a second signal: stop without waiting for the drain
+            stop()
             return
         self._draining = True
         self._arm_deadline()
@@ -82,17 +83,20 @@ async def drain(app: Any) -> None:
     """Stop taking messages, let the agents finish what they hold, send every buffered
     message (table changelogs included), then commit.
 
-    Faust's own stop commits after a flush that gives up once its buffer stops or a message
-    takes over 0.1 s to go out; table changes still buffered would then be lost while the
-    offsets they came from were committed.
+    Faust's own stop commits after its buffer has begun to stop, when what is still in it may
+    never go out; table changes would then be lost while the offsets they came from were
+    committed. Done first, while everything still runs, the stop has nothing left to lose.
     """
     consumer = app.consumer
     assignment = consumer.assignment()
+    # Faust's own revoke sequence: no more messages handed to the streams, and what was
+    # fetched but not yet taken by an agent is dropped (uncommitted: read again later).
+    consumer.stop_flow()
+    app.flow_control.suspend()
     consumer.pause_partitions(assignment)
+    app.flow_control.clear()
     await consumer.wait_empty()
-    while app.producer.buffer.size:
-        await asyncio.sleep(0.01)
-    await app.producer.flush()
+    await app.producer.flush()  # streams.transport.DrainingProducer: the buffer too
     await consumer.commit()
     log.info("drained: every message taken is processed, sent and committed")
 

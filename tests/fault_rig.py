@@ -8,12 +8,13 @@ reports a 1-s reading each wall second (stamped with that second), one Kafka mes
 intersection keyed by it, as a signal controller or edge gateway would. A batch the broker
 did not acknowledge is sent again after a pause, as a device gateway would.
 
-Accounting, the same in every scenario: *sent* is the readings the broker acknowledged;
-*stored* is the sum of the ``readings`` field over the lane rows of the 10-s windows (or
-``count_window_s``) in InfluxDB once the pipeline is quiet. ``lost = sent − stored`` when positive,
-``duplicated = stored − sent`` when positive. InfluxDB keeps one point per series and
-timestamp, so a window written twice (a replay after a crash) is one point; a window counted
-twice would show as ``duplicated``.
+Accounting, the same in every scenario, window by window: *sent* is the readings the broker
+acknowledged per (junction, window end); *stored* is the ``readings`` field summed over the
+lane rows of that junction's window (10 s, or ``count_window_s``) in InfluxDB once the
+pipeline is quiet. ``lost`` adds up what windows are short, ``duplicated`` what they are
+over; the two never cancel out. InfluxDB keeps one point per series and timestamp, so a
+window written twice (a replay after a crash) is one point; a window counted twice shows as
+``duplicated``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +76,7 @@ class Feeder:
         self.intersections = intersections
         self.sent_readings = 0
         self.sent_history: list[tuple[float, int]] = []  # (Unix time acknowledged, total)
+        self.sent_seconds: list[int] = []  # reading times, every junction's acknowledged
         self.resent_batches = 0
         self.extra: list[tuple[str, bytes]] = []
         self._extra_lock = threading.Lock()
@@ -116,6 +119,7 @@ class Feeder:
                     producer = await self._send(producer, batch + extra)
                     self.sent_readings += len(batch) * DETECTORS_PER_INTERSECTION
                     self.sent_history.append((time.time(), self.sent_readings))
+                    self.sent_seconds.append(second)
             finally:
                 await producer.stop()
         except BaseException as exc:
@@ -169,10 +173,21 @@ class Rig:
         self.count_window_s = count_window_s
         self.workdir = Path(tempfile.mkdtemp(prefix="simpang-faults-"))
         self.name = f"f{uuid.uuid4().hex[:8]}"
-        self.s3 = MotoS3Server().start() if durable else None
-        self.broker = TansuBroker(storage=self.s3.storage() if self.s3 else None).start()
-        self.influx = InfluxDB1Server().start()
-        self.forwarder = InfluxV2WriteForwarder(self.influx.url).start()
+        self.workers: dict[str, Worker] = {}
+        self.feeder: Feeder | None = None
+        # Each server is stopped by close(), also when a later one fails to start.
+        self._servers = contextlib.ExitStack()
+        try:
+            self.s3 = (self._servers.enter_context(MotoS3Server()) if durable else None)
+            self.broker = self._servers.enter_context(
+                TansuBroker(storage=self.s3.storage() if self.s3 else None))
+            self.influx = self._servers.enter_context(InfluxDB1Server())
+            self.forwarder = InfluxV2WriteForwarder(self.influx.url).start()
+            self._servers.callback(self.forwarder.close)
+        except BaseException:
+            self._servers.close()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
         self.db = InfluxQL(self.influx.url, self.name)
         self.db.create_database()
         site_file = self.workdir / "site.yaml"
@@ -197,8 +212,6 @@ class Rig:
         }
         self.settings = self._settings()
         asyncio.run(ensure_topics(self.settings))
-        self.workers: dict[str, Worker] = {}
-        self.feeder: Feeder | None = None
 
     def _settings(self) -> Settings:
         saved = dict(os.environ)
@@ -254,6 +267,26 @@ class Rig:
         rows = self.db.rows(f"SELECT sum(readings) AS n FROM approach_metrics WHERE level = 'lane' "
                             f"AND \"window\" = '{self.count_window_s}s'")
         return int(rows[0]["n"]) if rows else 0
+
+    def stored_by_window(self) -> Counter[tuple[str, int]]:
+        """Readings in InfluxDB per (intersection, window end in Unix seconds)."""
+        rows = self.db.rows(f"SELECT readings FROM approach_metrics WHERE level = 'lane' AND "
+                            f"\"window\" = '{self.count_window_s}s' GROUP BY intersection")
+        stored: Counter[tuple[str, int]] = Counter()
+        for row in rows:
+            stored[(row["intersection"], int(row["time"] // 1_000_000_000))] += row["readings"]
+        return stored
+
+    def sent_by_window(self, feeder: Feeder) -> Counter[tuple[str, int]]:
+        """Readings the broker acknowledged per (intersection, window end): a reading ending
+        at second s is in the window (end − size, end] labelled by its end."""
+        size = self.count_window_s
+        sent: Counter[tuple[str, int]] = Counter()
+        for second in feeder.sent_seconds:
+            end = ((second - 1) // size + 1) * size
+            for n in range(self.intersections):
+                sent[(f"x{n:03d}", end)] += DETECTORS_PER_INTERSECTION
+        return sent
 
     def wait_stored(self, expected: int, *, timeout_s: float = 90, quiet_s: float = 6) -> int:
         """Wait until ``expected`` readings are stored, or the count stops moving for
@@ -322,11 +355,7 @@ class Rig:
         self.workers.clear()
         with contextlib.suppress(Exception):
             self.db.drop_database()
-        self.forwarder.close()
-        self.influx.stop()
-        self.broker.stop()
-        if self.s3 is not None:
-            self.s3.stop()
+        self._servers.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Rig:
@@ -338,28 +367,32 @@ class Rig:
 
 @dataclass
 class Outcome:
-    """What a scenario sent, what InfluxDB holds at the end, and its timings."""
+    """What a scenario sent, what InfluxDB holds at the end, window by window, and its
+    timings. A window short of readings counts in ``lost``, one over in ``duplicated``;
+    the two never cancel out."""
 
     sent: int
     stored: int
+    lost: int = 0
+    duplicated: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def lost(self) -> int:
-        return max(0, self.sent - self.stored)
-
-    @property
-    def duplicated(self) -> int:
-        return max(0, self.stored - self.sent)
-
 
 def _finish(rig: Rig, feeder: Feeder, *, timeout_s: float = 90) -> Outcome:
-    sent = feeder.stop()
-    stored = rig.wait_stored(sent, timeout_s=timeout_s)
+    sent_total = feeder.stop()
+    rig.wait_stored(sent_total, timeout_s=timeout_s)
+    sent, stored = rig.sent_by_window(feeder), rig.stored_by_window()
+    assert sum(sent.values()) == sent_total
     late = [d for d in rig.dead_letters() if d["reason_code"] == "late"]
-    return Outcome(sent, stored, notes={"late_dead_letters": len(late),
-                                        "resent_batches": feeder.resent_batches})
+    short = sorted((key, n - stored[key]) for key, n in sent.items() if stored[key] < n)
+    return Outcome(
+        sent=sent_total, stored=sum(stored.values()),
+        lost=sum(missing for _, missing in short),
+        duplicated=sum(max(0, n - sent[key]) for key, n in stored.items()),
+        notes={"late_dead_letters": len(late), "resent_batches": feeder.resent_batches,
+               "short_windows": short[:5],
+               "last_window_end": max((end for _, end in sent), default=None)})
 
 
 def influx_outage(rig: Rig, *, outage_s: float = 60, before_s: float = 5,
@@ -398,8 +431,10 @@ def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome
     the first health sample in which the survivor holds every partition of the readings topic
     and the two workers together have taken in every reading sent up to a second before.
 
-    (The survivor re-reads what the dead worker had not committed, so its count includes
-    some readings twice; the windows apply each once.)"""
+    The survivor re-reads what the dead worker had not committed; so that nothing counts
+    twice, the dead worker's share is its count from a sample taken more than Faust's commit
+    interval (2.8 s) before the kill, which its commits covered: the figure can only come
+    out late, never early."""
     rig.start_worker("w1")
     rig.start_worker("w2")
     feeder = rig.start_feeder()
@@ -416,7 +451,8 @@ def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome
     killed_at = time.time()
     rig.kill_worker("w1")
     before = rig.health_samples(killed_at - before_s)
-    dead_in = max(s["readings_in"] for s in before if s["worker"] == "w1")
+    dead_in = max(s["readings_in"] for s in before if s["worker"] == "w1" and
+                  datetime.fromisoformat(s["ts"]).timestamp() < killed_at - COMMITTED_AFTER_S)
     takeover_s = None
     deadline = time.monotonic() + timeout_s
     while takeover_s is None and time.monotonic() < deadline:
@@ -432,6 +468,9 @@ def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome
     outcome.timings_s["takeover_s"] = takeover_s if takeover_s is not None else float("inf")
     outcome.notes["owners_before_kill"] = sorted(owners)
     return outcome
+
+
+COMMITTED_AFTER_S = 4.0
 
 
 def _readings_partitions(sample: dict[str, Any], topic: str) -> set[str]:
