@@ -47,7 +47,7 @@ def control(rig: Rig, *, run_s: float) -> Outcome:
     feeder = rig.start_feeder()
     rig.wait_first_rows()
     time.sleep(run_s)
-    return fault_rig._finish(rig, feeder)
+    return fault_rig.finish(rig, feeder)
 
 
 def rss_mb(pid: int) -> float:
@@ -66,7 +66,7 @@ def soak(rig: Rig, *, soak_s: float) -> tuple[Outcome, dict[str, float]]:
         time.sleep(5)
         rig.check_workers()
         samples.append((time.monotonic() - started, rss_mb(worker.process.pid)))
-    outcome = fault_rig._finish(rig, feeder, timeout_s=180)
+    outcome = fault_rig.finish(rig, feeder, timeout_s=180)
     warm = [mb for t, mb in samples if 60 <= t < 120]
     last = [mb for t, mb in samples if t >= soak_s - 60]
     memory = {

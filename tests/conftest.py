@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from dashboards.influxql import InfluxQL
@@ -157,6 +158,20 @@ class Pipeline:
             f"timed out waiting on {query!r}; last rows {rows}\nworker log tail:\n"
             + self.log_tail()
         )
+
+    def wait_http(self, url: str, *, timeout_s: float = 60) -> None:
+        """Wait until the worker's web server answers ``GET /v1/health`` with 200."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if urllib3.request("GET", f"{url}/v1/health", timeout=2,
+                                   retries=False).status == 200:
+                    return
+            except urllib3.exceptions.HTTPError:
+                pass
+            self.assert_worker_alive()
+            assert time.monotonic() < deadline, self.log_tail()
+            time.sleep(0.3)
 
     def assert_worker_alive(self) -> None:
         if self.worker is not None and self.worker.poll() is not None:

@@ -379,7 +379,7 @@ class Outcome:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def _finish(rig: Rig, feeder: Feeder, *, timeout_s: float = 90) -> Outcome:
+def finish(rig: Rig, feeder: Feeder, *, timeout_s: float = 90) -> Outcome:
     sent_total = feeder.stop()
     rig.wait_stored(sent_total, timeout_s=timeout_s)
     sent, stored = rig.sent_by_window(feeder), rig.stored_by_window()
@@ -407,7 +407,7 @@ def influx_outage(rig: Rig, *, outage_s: float = 60, before_s: float = 5,
     rig.check_workers()
     rig.influx.start()
     time.sleep(after_s)
-    outcome = _finish(rig, feeder)
+    outcome = finish(rig, feeder)
     outcome.timings_s["outage_s"] = outage_s
     return outcome
 
@@ -423,7 +423,7 @@ def worker_kill(rig: Rig, *, before_s: float = 10, down_s: float = 5,
     time.sleep(down_s)
     rig.start_worker()
     time.sleep(after_s)
-    return _finish(rig, feeder)
+    return finish(rig, feeder)
 
 
 def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome:
@@ -464,7 +464,7 @@ def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome
                     and dead_in + sample["readings_in"] >= feeder.sent_by(ts - 1.0)):
                 takeover_s = ts - killed_at
                 break
-    outcome = _finish(rig, feeder)
+    outcome = finish(rig, feeder)
     outcome.timings_s["takeover_s"] = takeover_s if takeover_s is not None else float("inf")
     outcome.notes["owners_before_kill"] = sorted(owners)
     return outcome
@@ -490,7 +490,7 @@ def broker_restart(rig: Rig, *, before_s: float = 8, down_s: float = 5,
     rig.broker.start()
     time.sleep(after_s)
     rig.check_workers()
-    return _finish(rig, feeder, timeout_s=120)
+    return finish(rig, feeder, timeout_s=120)
 
 
 def sigterm(rig: Rig, *, before_s: float = 8) -> Outcome:
@@ -504,7 +504,7 @@ def sigterm(rig: Rig, *, before_s: float = 8) -> Outcome:
     code, exit_s = rig.terminate_worker()
     rig.start_worker("w1b")
     time.sleep(5)
-    outcome = _finish(rig, feeder)
+    outcome = finish(rig, feeder)
     outcome.timings_s["sigterm_exit_s"] = exit_s
     outcome.notes["exit_code"] = code
     outcome.notes["drained"] = "drained: every message taken" in rig.log_tail("w1", 200)
@@ -538,7 +538,7 @@ def bad_input(rig: Rig, *, before_s: float = 5, after_s: float = 8) -> Outcome:
         ("x000", one(ts="2099-01-01T00:00:00+00:00")),
     ])
     time.sleep(after_s)
-    outcome = _finish(rig, feeder)
+    outcome = finish(rig, feeder)
     reasons: dict[str, int] = {}
     for letter in rig.dead_letters():
         reasons[letter["reason_code"]] = reasons.get(letter["reason_code"], 0) + 1

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,17 +42,7 @@ def start(pipeline_factory: Callable[..., Pipeline], tmp_path: Path, **env: str
                                 SIMPANG_INGEST__DEVICES_FILE=str(devices),
                                 SIMPANG_INGEST__MAX_BODY_BYTES=str(256 * 1024), **env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if urllib3.request("GET", f"{url}/v1/health", timeout=2,
-                               retries=False).status == 200:
-                break
-        except urllib3.exceptions.HTTPError:
-            pass
-        pipeline.assert_worker_alive()
-        assert time.monotonic() < deadline, pipeline.log_tail()
-        time.sleep(0.3)
+    pipeline.wait_http(url, timeout_s=60)
     return pipeline, url, {"lembuswana": lembuswana, "gateway": gateway}
 
 

@@ -179,16 +179,7 @@ def test_a_worker_serves_its_metrics_and_logs_json(
     pipeline = pipeline_factory(SIMPANG_WEB_PORT=str(port), SIMPANG_LOG_FORMAT="json",
                                 SIMPANG_WORKER_ID="obs-1")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 45
-    while True:
-        try:
-            if get(f"{url}/v1/health").status == 200:
-                break
-        except urllib3.exceptions.HTTPError:
-            pass
-        pipeline.assert_worker_alive()
-        assert time.monotonic() < deadline, pipeline.log_tail()
-        time.sleep(0.3)
+    pipeline.wait_http(url, timeout_s=45)
 
     # 6 valid readings, in time order (none late); 1 malformed message, 1 unknown device,
     # 1 invalid count: 9 readings in.
