@@ -336,6 +336,10 @@ class HealthSample(BaseModel):
     metric_points_written: int
     sink_write_errors: int
     consumer_lag: dict[str, int] = Field(description='"topic:partition" → messages behind.')
+    ingest_position: dict[str, int] = Field(
+        default_factory=dict,
+        description='"topic:partition" of sensor readings → next offset the ingest agent will '
+                    "handle: its progress now (consumer_lag counts from the last commit).")
     http_requests: int = 0
     http_readings_in: int = 0
     http_readings_accepted: int = 0

@@ -47,6 +47,11 @@ class KafkaSettings(BaseModel):
         description="Consumer long-poll wait. Kafka answers early when data arrives; Tansu "
         "waits it out, so it bounds each hop's latency there (Faust's fixed value is 1500).",
     )
+    recovery_stall_s: float = Field(
+        10.0, gt=0,
+        description="A worker whose table recovery has not received one changelog record in "
+        "this long restarts (exit code 75) for its supervisor to start it again.",
+    )
 
     def broker_list(self) -> list[str]:
         return [b.strip() for b in self.brokers.split(",") if b.strip()]

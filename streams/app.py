@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import EventT, StreamT
@@ -63,7 +63,12 @@ from streams.points import (
 )
 from streams.sink import PermanentSinkError, PointSink, RetryableSinkError, sink_from_settings
 from streams.timing import TimingService
-from streams.transport import SimpangFaustApp
+from streams.transport import (
+    GuardedRecovery,
+    GuardedTableManager,
+    SimpangFaustApp,
+    recovery_diagnostics,
+)
 from streams.watermarks import PartitionView, TickGate
 
 log = logging.getLogger("simpang.streams")
@@ -86,7 +91,11 @@ class SimpangApp:
     metrics: CollectorRegistry | None = None
 
 
-def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None) -> SimpangApp:
+def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None,
+               on_recovery_stalled: Callable[[], None] | None = None) -> SimpangApp:
+    """The Faust app and its agents. ``on_recovery_stalled`` is called when a table recovery
+    has gone ``kafka.recovery_stall_s`` without one changelog record (``simpang worker``
+    exits so that its supervisor starts it again); unset, the stall is only logged."""
     topics = settings.topics
     app = SimpangFaustApp(
         settings.app_id,
@@ -106,6 +115,7 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         web_application_options={"client_max_size": settings.ingest.max_body_bytes},
         datadir=str(settings.data_dir / settings.app_id),
         autodiscover=False,
+        TableManager=GuardedTableManager,
     )
     counters = PipelineCounters()
     point_sink = sink or sink_from_settings(
@@ -311,6 +321,20 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
         ingested.clear()
         tick_gate.reset()
 
+    recovery = cast(GuardedRecovery, app.tables.recovery)
+
+    @app.timer(interval=1.0)
+    async def recovery_watchdog() -> None:
+        # Faust's recovery has been seen (rarely, after a takeover) to wait forever for
+        # changelog records that never arrive; a fresh process and rebalance recovers.
+        stalled_s = recovery.stalled_for_s()
+        if stalled_s < settings.kafka.recovery_stall_s:
+            return
+        log.error("table recovery stalled: no changelog record in %.0f s (%s)", stalled_s,
+                  recovery_diagnostics(app))
+        if on_recovery_stalled is not None:
+            on_recovery_stalled()
+
     lag_topics = {topics.name(t) for t in ("sensor_readings", "normalised_readings",
                                            "approach_metrics", "dead_letters",
                                            "pipeline_health", "camera_frames")}
@@ -319,7 +343,10 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None)
     async def health() -> None:
         lag = {f"{topic}:{partition}": behind
                for (topic, partition), behind in consumer_lag(app, lag_topics).items()}
-        sample = counters.sample(settings.worker_id, lag)
+        readings_topic = sensor_readings.get_topic_name()
+        position = {f"{readings_topic}:{partition}": view.handled_offset + 1
+                    for partition, view in (readings_partitions() or {}).items()}
+        sample = counters.sample(settings.worker_id, lag, ingest_position=position)
         await pipeline_health.send(
             key=settings.worker_id.encode(), value=sample.model_dump_json().encode()
         )

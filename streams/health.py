@@ -32,7 +32,8 @@ class PipelineCounters:
     http_readings_accepted: int = 0
     http_duplicates: int = 0
 
-    def sample(self, worker: str, consumer_lag: dict[str, int]) -> HealthSample:
+    def sample(self, worker: str, consumer_lag: dict[str, int], *,
+               ingest_position: dict[str, int] | None = None) -> HealthSample:
         return HealthSample(
             worker=worker,
             ts=datetime.now(UTC),
@@ -50,6 +51,7 @@ class PipelineCounters:
             http_readings_accepted=self.http_readings_accepted,
             http_duplicates=self.http_duplicates,
             consumer_lag=consumer_lag,
+            ingest_position=ingest_position or {},
         )
 
 

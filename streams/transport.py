@@ -1,5 +1,6 @@
 """Faust's aiokafka transport with the consumer's fetch long-poll wait (a setting Faust does
-not expose) and a producer flush that really empties Faust's buffer before a commit.
+not expose), a producer flush that really empties Faust's buffer before a commit, and a
+recovery that seeks the stream partitions to their committed offsets before it resumes them.
 
 Faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a waiting fetch as soon as
 data arrives, so the value only bounds idle polls there; Tansu answers only when the wait
@@ -13,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import aiokafka
 import faust
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger("simpang.transport")
@@ -44,6 +47,73 @@ class DrainingProducer(faust_aiokafka.Producer):
                 break
             await asyncio.sleep(0.005)
         await super().flush()
+
+
+class GuardedRecovery(Recovery):
+    """Faust's table recovery, with the stream partitions put at their committed offsets
+    while they are still paused, and a measure of a recovery that has stalled.
+
+    Faust resumes them first and seeks afterwards. Records the consumer fetched in between,
+    at whatever position it held for a newly assigned partition, reach the agents ahead of
+    the older records the seek then brings back: after a takeover, the fault tests saw a
+    partition's newest readings handled before the backlog, whose windows then closed early
+    and whose readings counted as replays. A seek discards what was fetched at another
+    position, so doing it first leaves nothing out of order.
+    """
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        if self.app.consumer_generation_id == generation_id and consumer.assignment():
+            await self._wait(consumer.perform_seek(),
+                             timeout=self.app.conf.broker_request_timeout)
+        await super().on_recovery_completed(generation_id)
+
+    def stalled_for_s(self) -> float:
+        """Seconds this recovery has waited without one changelog record arriving for the
+        active partitions it still has to read; 0 when it is not waiting so.
+
+        A slow recovery (a long changelog) is not stalled: any record counts as progress.
+        """
+        started = self._recovery_started_at
+        if (not self.in_recovery or started is None or self._active_events_received_at
+                or not self.need_recovery()):
+            return 0.0
+        return time.monotonic() - started
+
+
+def recovery_diagnostics(app: Any) -> str:
+    """The consumer's state as far as a stalled recovery is concerned, for the log."""
+    consumer = app.consumer
+    recovery = app.tables.recovery
+    try:
+        client = consumer._thread._ensure_consumer()
+        fetcher = client._fetcher
+        positions = {f"{tp.topic}:{tp.partition}": client._subscription.subscription
+                     .assignment.state_value(tp).position for tp in recovery.active_tps}
+        return (f"flow_active={consumer.flow_active} "
+                f"suspend_flow={consumer.suspend_flow.is_set()} "
+                f"flow_control={app.flow_control.is_active()} "
+                f"faust_paused={sorted(map(str, consumer._paused_partitions))} "
+                f"client_paused={sorted(map(str, client.paused()))} "
+                f"positions={positions} "
+                f"buffered={sorted(map(str, fetcher._records))} "
+                f"fetch_task_done={fetcher._fetch_task.done()} "
+                f"active_offsets={dict(recovery.active_offsets)} "
+                f"active_highwaters={dict(recovery.active_highwaters)} "
+                f"queue={app.tables.changelog_queue.qsize()}")
+    except Exception as exc:  # diagnostics must never be what fails
+        return f"diagnostics unavailable: {exc!r}"
+
+
+class GuardedTableManager(TableManager):
+    """Faust's table manager with :class:`GuardedRecovery`."""
+
+    @property
+    def recovery(self) -> GuardedRecovery:
+        if self._recovery is None:
+            self._recovery = GuardedRecovery(self.app, self, beacon=self.beacon,
+                                             loop=self.loop)
+        return cast(GuardedRecovery, self._recovery)
 
 
 def transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Transport]:

@@ -24,6 +24,8 @@ from streams.sink import PointSink
 log = logging.getLogger("simpang.worker")
 
 EXIT_SHUTDOWN_TIMEOUT = 70
+# EX_TEMPFAIL: start me again (a stalled table recovery; see streams.app).
+EXIT_RECOVERY_STALLED = 75
 DRAIN_TIMEOUT_S = 8.0
 
 
@@ -145,7 +147,9 @@ def run_worker(settings: Settings, *, shutdown_timeout_s: float = 15.0) -> None:
     site = load_site(settings.site_file)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     prepare_topics(settings)
-    simpang_app = create_app(settings, site)
+    # Nothing is lost by the hard exit: offsets are committed only for work that is done.
+    simpang_app = create_app(settings, site,
+                             on_recovery_stalled=lambda: os._exit(EXIT_RECOVERY_STALLED))
     log.info("sink: %s", simpang_app.sink.description)
     worker = BoundedWorker(
         simpang_app.faust_app,

@@ -52,6 +52,7 @@ from streams.embedded import (
     stop_process,
 )
 from streams.kafka import ensure_topics
+from streams.worker import EXIT_RECOVERY_STALLED
 from tests.influx_v2_forwarder import InfluxV2WriteForwarder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +76,8 @@ class Feeder:
         self.topic = topic
         self.intersections = intersections
         self.sent_readings = 0
-        self.sent_history: list[tuple[float, int]] = []  # (Unix time acknowledged, total)
+        # (Unix time acknowledged, partition → highest offset acknowledged by then)
+        self.acked_offsets: list[tuple[float, dict[int, int]]] = []
         self.sent_seconds: list[int] = []  # reading times, every junction's acknowledged
         self.resent_batches = 0
         self.extra: list[tuple[str, bytes]] = []
@@ -93,9 +95,10 @@ class Feeder:
         with self._extra_lock:
             self.extra.extend(messages)
 
-    def sent_by(self, unix_s: float) -> int:
-        """Readings the broker had acknowledged by ``unix_s``."""
-        return max((n for t, n in self.sent_history if t <= unix_s), default=0)
+    def acked_by(self, unix_s: float) -> dict[int, int]:
+        """Partition → highest offset the broker had acknowledged by ``unix_s``."""
+        return max(((t, o) for t, o in self.acked_offsets if t <= unix_s),
+                   key=lambda pair: pair[0], default=(0.0, {}))[1]
 
     def stop(self) -> int:
         self._stop.set()
@@ -116,9 +119,12 @@ class Feeder:
                         extra, self.extra = self.extra, []
                     batch = [(f"x{n:03d}", json.dumps(intersection_readings(n, second)).encode())
                              for n in range(self.intersections)]
-                    producer = await self._send(producer, batch + extra)
+                    producer, offsets = await self._send(producer, batch + extra)
                     self.sent_readings += len(batch) * DETECTORS_PER_INTERSECTION
-                    self.sent_history.append((time.time(), self.sent_readings))
+                    latest = dict(self.acked_offsets[-1][1]) if self.acked_offsets else {}
+                    for partition, offset in offsets.items():
+                        latest[partition] = max(offset, latest.get(partition, -1))
+                    self.acked_offsets.append((time.time(), latest))
                     self.sent_seconds.append(second)
             finally:
                 await producer.stop()
@@ -136,15 +142,21 @@ class Feeder:
                 await producer.stop()
                 await asyncio.sleep(0.5)
 
-    async def _send(self, producer: AIOKafkaProducer,
-                    batch: list[tuple[str, bytes]]) -> AIOKafkaProducer:
+    async def _send(self, producer: AIOKafkaProducer, batch: list[tuple[str, bytes]]
+                    ) -> tuple[AIOKafkaProducer, dict[int, int]]:
         """Send until the broker acknowledges every message of ``batch``; a message that failed
-        is sent again, so it may be stored twice (at-least-once, as devices do)."""
+        is sent again, so it may be stored twice (at-least-once, as devices do). Returns the
+        highest offset acknowledged per partition."""
         pending = batch
+        offsets: dict[int, int] = {}
         while pending:
             futures = [await producer.send(self.topic, value, key=key.encode())
                        for key, value in pending]
             results = await asyncio.gather(*futures, return_exceptions=True)
+            for result in results:
+                if not isinstance(result, BaseException):
+                    offsets[result.partition] = max(result.offset,
+                                                    offsets.get(result.partition, -1))
             pending = [m for m, r in zip(pending, results, strict=True)
                        if isinstance(r, BaseException)]
             if pending:
@@ -152,7 +164,7 @@ class Feeder:
                 await asyncio.sleep(0.5)
                 if self._stop.is_set() and self.resent_batches > 200:
                     raise RuntimeError("the broker never came back")
-        return producer
+        return producer, offsets
 
 
 @dataclass
@@ -160,6 +172,7 @@ class Worker:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # its own, beyond the rig's
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -175,6 +188,9 @@ class Rig:
         self.name = f"f{uuid.uuid4().hex[:8]}"
         self.workers: dict[str, Worker] = {}
         self.feeder: Feeder | None = None
+        self.restarts: list[str] = []  # workers started again after EXIT_RECOVERY_STALLED
+        self._closing = threading.Event()
+        threading.Thread(target=self._supervise, daemon=True).start()
         # Each server is stopped by close(), also when a later one fails to start.
         self._servers = contextlib.ExitStack()
         try:
@@ -231,7 +247,7 @@ class Rig:
             process = popen_child([sys.executable, "-m", "simpang", "worker"],
                                   env={**self.env, "SIMPANG_WORKER_ID": name, **env},
                                   stdout=handle, cwd=REPO)
-        self.workers[name] = Worker(name, process, log)
+        self.workers[name] = Worker(name, process, log, env)
         return self.workers[name]
 
     def kill_worker(self, name: str = "w1") -> None:
@@ -252,9 +268,19 @@ class Rig:
                              self.intersections).start()
         return self.feeder
 
+    def _supervise(self) -> None:
+        """What a supervisor (compose's ``restart: unless-stopped``) does for a worker that
+        asks to be started again; any other exit is left for :meth:`check_workers`."""
+        while not self._closing.wait(0.5):
+            for name, worker in list(self.workers.items()):
+                if (worker.process.poll() == EXIT_RECOVERY_STALLED
+                        and self.workers.get(name) is worker):
+                    self.restarts.append(name)
+                    self.start_worker(name, **worker.env)
+
     def check_workers(self) -> None:
-        for worker in self.workers.values():
-            if worker.process.poll() is not None:
+        for worker in list(self.workers.values()):
+            if worker.process.poll() not in (None, EXIT_RECOVERY_STALLED):
                 raise AssertionError(f"worker {worker.name} exited with "
                                      f"{worker.process.returncode}:\n{self.log_tail(worker.name)}")
 
@@ -347,6 +373,7 @@ class Rig:
                 if datetime.fromisoformat(s["ts"]).timestamp() >= since_s]
 
     def close(self) -> None:
+        self._closing.set()
         if self.feeder is not None:
             with contextlib.suppress(Exception):
                 self.feeder.stop()
@@ -391,7 +418,7 @@ def finish(rig: Rig, feeder: Feeder, *, timeout_s: float = 90) -> Outcome:
         lost=sum(missing for _, missing in short),
         duplicated=sum(max(0, n - sent[key]) for key, n in stored.items()),
         notes={"late_dead_letters": len(late), "resent_batches": feeder.resent_batches,
-               "short_windows": short[:5],
+               "short_windows": short[:5], "worker_restarts": list(rig.restarts),
                "last_window_end": max((end for _, end in sent), default=None)})
 
 
@@ -429,12 +456,9 @@ def worker_kill(rig: Rig, *, before_s: float = 10, down_s: float = 5,
 def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome:
     """Two workers share the partitions; one is SIGKILLed. ``takeover_s``: from the kill to
     the first health sample in which the survivor holds every partition of the readings topic
-    and the two workers together have taken in every reading sent up to a second before.
-
-    The survivor re-reads what the dead worker had not committed; so that nothing counts
-    twice, the dead worker's share is its count from a sample taken more than Faust's commit
-    interval (2.8 s) before the kill, which its commits covered: the figure can only come
-    out late, never early."""
+    and its ingest agent has handled, on each, every message the broker had acknowledged a
+    second before the sample (``ingest_position`` against the feeder's acknowledged
+    offsets)."""
     rig.start_worker("w1")
     rig.start_worker("w2")
     feeder = rig.start_feeder()
@@ -450,27 +474,24 @@ def takeover(rig: Rig, *, before_s: float = 8, timeout_s: float = 90) -> Outcome
     time.sleep(before_s)
     killed_at = time.time()
     rig.kill_worker("w1")
-    before = rig.health_samples(killed_at - before_s)
-    dead_in = max(s["readings_in"] for s in before if s["worker"] == "w1" and
-                  datetime.fromisoformat(s["ts"]).timestamp() < killed_at - COMMITTED_AFTER_S)
     takeover_s = None
     deadline = time.monotonic() + timeout_s
     while takeover_s is None and time.monotonic() < deadline:
         time.sleep(1)
         for sample in rig.health_samples(killed_at):
             ts = datetime.fromisoformat(sample["ts"]).timestamp()
-            if (sample["worker"] == "w2"
-                    and len(_readings_partitions(sample, readings_topic)) == partitions
-                    and dead_in + sample["readings_in"] >= feeder.sent_by(ts - 1.0)):
+            position = {int(k.rsplit(":", 1)[1]): v
+                        for k, v in sample.get("ingest_position", {}).items()
+                        if k.rsplit(":", 1)[0] == readings_topic}
+            if (sample["worker"] == "w2" and len(position) == partitions
+                    and all(position[p] > offset
+                            for p, offset in feeder.acked_by(ts - 1.0).items())):
                 takeover_s = ts - killed_at
                 break
     outcome = finish(rig, feeder)
     outcome.timings_s["takeover_s"] = takeover_s if takeover_s is not None else float("inf")
     outcome.notes["owners_before_kill"] = sorted(owners)
     return outcome
-
-
-COMMITTED_AFTER_S = 4.0
 
 
 def _readings_partitions(sample: dict[str, Any], topic: str) -> set[str]:
