@@ -2,6 +2,7 @@
 soak at the design load with the worker's memory sampled.
 
     .venv/bin/python bench/faults.py [--outage-s 60] [--soak-s 600] [--only NAME ...]
+                                     [--repeat N]
 
 Each scenario counts *sent* (readings the broker acknowledged) against *stored* (readings in
 InfluxDB's lane rows at the end); see ``tests/fault_rig.py``. Side by side with each fault
@@ -13,6 +14,11 @@ second, one message per intersection and second) for ``--soak-s`` seconds into o
 with the production windows (60 s, and 300 s every 60 s). The worker's RSS is read from
 ``/proc`` every 5 s; growth = the median over the last minute − the median over the minute
 after a one-minute warm-up.
+
+``--repeat N`` runs each fault scenario N times (a loss one run in thirty shows only over
+many), one control run each, and prints per scenario the runs with readings lost or
+duplicated, the worker restarts, and the median and worst of its figure; the JSON then has
+the lost readings summed over the runs and the worst figure.
 
 The last line printed is JSON: ``influx_outage_lost``, ``worker_kill_lost``,
 ``broker_restart_lost``, ``takeover_s``, ``sigterm_flush_s``, ``soak_rss_growth_mb``.
@@ -88,11 +94,23 @@ def line(name: str, outcome: Outcome, baseline: Outcome | None = None) -> None:
     print(text, flush=True)
 
 
+def summary(name: str, runs: list[Outcome]) -> None:
+    restarts = sum(len(o.notes.get("worker_restarts", [])) for o in runs)
+    text = (f"{name}: {len(runs)} runs, {sum(o.lost > 0 for o in runs)} lost readings "
+            f"({sum(o.lost for o in runs)} in all), {sum(o.duplicated > 0 for o in runs)} "
+            f"duplicated, {restarts} worker restarts")
+    for key in runs[0].timings_s:
+        values = [o.timings_s[key] for o in runs]
+        text += f", {key} median {statistics.median(values):.1f} max {max(values):.1f}"
+    print(text, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--outage-s", type=float, default=60.0)
     parser.add_argument("--soak-s", type=float, default=600.0)
     parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
 
     scenarios: dict[str, tuple[Callable[[Rig], Outcome], dict[str, Any], float]] = {
@@ -105,17 +123,22 @@ def main() -> None:
         "sigterm": (fault_rig.sigterm, {}, 13),
         "bad_input": (fault_rig.bad_input, {}, 13),
     }
-    results: dict[str, Outcome] = {}
+    results: dict[str, list[Outcome]] = {}
     for name, (scenario, options, control_s) in scenarios.items():
         if args.only and name not in args.only:
             continue
         with Rig(**options) as rig:
             baseline = control(rig, run_s=control_s)
-        with Rig(**options) as rig:
-            results[name] = scenario(rig)
-        line(name, results[name], baseline)
-        if results[name].notes:
-            print(f"{'':<16} {results[name].notes}", flush=True)
+        runs = results[name] = []
+        for run in range(args.repeat):
+            with Rig(**options) as rig:
+                runs.append(scenario(rig))
+            line(name if run == 0 else f"{name} #{run + 1}", runs[-1],
+                 baseline if run == 0 else None)
+            if runs[-1].notes:
+                print(f"{'':<16} {runs[-1].notes}", flush=True)
+        if args.repeat > 1:
+            summary(name, runs)
 
     memory: dict[str, float] = {}
     if not args.only or "soak" in args.only:
@@ -127,10 +150,10 @@ def main() -> None:
               f"worker RSS {memory}", flush=True)
 
     def lost(name: str) -> int | None:
-        return results[name].lost if name in results else None
+        return sum(o.lost for o in results[name]) if name in results else None
 
     def timing(name: str, key: str) -> float | None:
-        return round(results[name].timings_s[key], 1) if name in results else None
+        return round(max(o.timings_s[key] for o in results[name]), 1) if name in results else None
 
     print(json.dumps({
         "influx_outage_lost": lost("influx_outage"),

@@ -31,28 +31,31 @@ The last line printed is JSON: ``readings_per_s`` (best shape), ``p50_latency_s`
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# Run as a script, this folder would be first on the path, and its signal.py would shadow the
+# standard library's signal module for everything imported after (subprocess among them).
+sys.path[0] = str(REPO)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+import yaml  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from dashboards.influxql import InfluxQL  # noqa: E402
 from simpang.records import HealthSample  # noqa: E402

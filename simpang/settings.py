@@ -48,7 +48,7 @@ class KafkaSettings(BaseModel):
         "waits it out, so it bounds each hop's latency there (Faust's fixed value is 1500).",
     )
     recovery_stall_s: float = Field(
-        10.0, gt=0,
+        5.0, gt=0,
         description="A worker whose table recovery has not received one changelog record in "
         "this long restarts (exit code 75) for its supervisor to start it again.",
     )

@@ -27,23 +27,39 @@ log = logging.getLogger("simpang.transport")
 
 class DrainingProducer(faust_aiokafka.Producer):
     """Faust's producer, with a flush that waits until its buffer (table changelog writes)
-    is empty.
+    is empty and the message its sender has taken out of it is handed to the client.
 
-    Faust flushes before it commits offsets, but its buffer flush gives up after 0.1 s
-    without progress; a commit could then cover table changes still in the buffer, and a
-    crash right after lose them (the fault tests saw single readings go missing after a
-    SIGKILL). The wait is bounded: a buffer that cannot drain (the broker gone) does not hold
-    the worker forever.
+    Faust flushes before it commits offsets and before a table recovery reads its changelog
+    up to the end, but its buffer flush gives up after 0.1 s without progress, and the
+    buffer's size does not count the message being sent; a commit could then cover table
+    changes not yet written (the fault tests saw single readings go missing after a
+    SIGKILL), and a recovery miss them. The wait is bounded: a buffer that cannot drain (the
+    broker gone) does not hold the worker forever.
     """
 
     drain_timeout_s = 30.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sending = 0
+        send_one = self.buffer._send_pending
+
+        async def send_counted(fut: Any) -> None:
+            self.sending += 1
+            try:
+                await send_one(fut)
+            finally:
+                self.sending -= 1
+
+        # Read by the buffer's sender task when it starts, after this.
+        self.buffer._send_pending = send_counted  # type: ignore[method-assign]
+
     async def flush(self) -> None:
         deadline = time.monotonic() + self.drain_timeout_s
-        while self.buffer.size and not self.buffer.should_stop:
+        while (self.buffer.size or self.sending) and not self.buffer.should_stop:
             if time.monotonic() > deadline:
                 log.warning("producer buffer still holds %d messages after %.0f s",
-                            self.buffer.size, self.drain_timeout_s)
+                            self.buffer.size + self.sending, self.drain_timeout_s)
                 break
             await asyncio.sleep(0.005)
         await super().flush()
@@ -83,24 +99,33 @@ class GuardedRecovery(Recovery):
 
 def recovery_diagnostics(app: Any) -> str:
     """The consumer's state as far as a stalled recovery is concerned, for the log."""
+
+    def by_topic(tps: Any) -> str:
+        topics: dict[str, list[int]] = {}
+        for tp in tps:
+            topics.setdefault(tp.topic, []).append(tp.partition)
+        return " ".join(f"{t}{sorted(p)}" for t, p in sorted(topics.items()))
+
     consumer = app.consumer
     recovery = app.tables.recovery
     try:
         client = consumer._thread._ensure_consumer()
         fetcher = client._fetcher
-        positions = {f"{tp.topic}:{tp.partition}": client._subscription.subscription
-                     .assignment.state_value(tp).position for tp in recovery.active_tps}
+        assignment = client._subscription.subscription.assignment
+        positions = {f"{tp.topic}:{tp.partition}": assignment.state_value(tp).position
+                     for tp in recovery.active_tps}
         return (f"flow_active={consumer.flow_active} "
+                f"can_resume_flow={consumer.can_resume_flow.is_set()} "
                 f"suspend_flow={consumer.suspend_flow.is_set()} "
                 f"flow_control={app.flow_control.is_active()} "
-                f"faust_paused={sorted(map(str, consumer._paused_partitions))} "
-                f"client_paused={sorted(map(str, client.paused()))} "
+                f"faust_active=[{by_topic(consumer._active_partitions or ())}] "
+                f"client_paused=[{by_topic(client.paused())}] "
                 f"positions={positions} "
-                f"buffered={sorted(map(str, fetcher._records))} "
+                f"buffered=[{by_topic(fetcher._records)}] "
                 f"fetch_task_done={fetcher._fetch_task.done()} "
                 f"active_offsets={dict(recovery.active_offsets)} "
                 f"active_highwaters={dict(recovery.active_highwaters)} "
-                f"queue={app.tables.changelog_queue.qsize()}")
+                f"changelog_queue={app.tables.changelog_queue.qsize()}")
     except Exception as exc:  # diagnostics must never be what fails
         return f"diagnostics unavailable: {exc!r}"
 
