@@ -49,8 +49,9 @@ class KafkaSettings(BaseModel):
     )
     recovery_stall_s: float = Field(
         5.0, gt=0,
-        description="A worker whose table recovery has not received one changelog record in "
-        "this long restarts (exit code 75) for its supervisor to start it again.",
+        description="A table recovery that has received no changelog record for half this "
+        "long seeks its changelogs again; for this long, the worker exits (code 75) for its "
+        "supervisor to start it again.",
     )
 
     def broker_list(self) -> list[str]:

@@ -323,17 +323,36 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None,
 
     recovery = cast(GuardedRecovery, app.tables.recovery)
 
-    @app.timer(interval=1.0)
+    reseeked_at_stall_s = 0.0
+
+    @app.timer(interval=0.5)
     async def recovery_watchdog() -> None:
         # Faust's recovery has been seen (rarely, after a takeover) to wait forever for
-        # changelog records that never arrive; a fresh process and rebalance recovers.
+        # changelog records its consumer had dropped; seeking the changelogs again is the
+        # first remedy, a fresh process (and rebalance) the second.
+        nonlocal reseeked_at_stall_s
         stalled_s = recovery.stalled_for_s()
-        if stalled_s < settings.kafka.recovery_stall_s:
+        if stalled_s < settings.kafka.recovery_stall_s / 2:
+            reseeked_at_stall_s = 0.0
             return
-        log.error("table recovery stalled: no changelog record in %.0f s (%s)", stalled_s,
-                  recovery_diagnostics(app))
-        if on_recovery_stalled is not None:
-            on_recovery_stalled()
+        if not reseeked_at_stall_s:
+            reseeked_at_stall_s = stalled_s
+            log.warning("table recovery stalled: no changelog record in %.1f s (%s)",
+                        stalled_s, recovery_diagnostics(app))
+            try:
+                offsets = await asyncio.wait_for(recovery.reseek_changelogs(),
+                                                 settings.kafka.recovery_stall_s)
+            except Exception:  # the restart below is still to come
+                log.exception("seeking the changelogs again failed")
+            else:
+                log.warning("changelog partitions sought again: %s",
+                            {f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()})
+            return
+        if stalled_s >= settings.kafka.recovery_stall_s:
+            log.error("table recovery still stalled %.1f s after seeking the changelogs "
+                      "again (%s)", stalled_s, recovery_diagnostics(app))
+            if on_recovery_stalled is not None:
+                on_recovery_stalled()
 
     lag_topics = {topics.name(t) for t in ("sensor_readings", "normalised_readings",
                                            "approach_metrics", "dead_letters",

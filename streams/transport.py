@@ -85,16 +85,31 @@ class GuardedRecovery(Recovery):
         await super().on_recovery_completed(generation_id)
 
     def stalled_for_s(self) -> float:
-        """Seconds this recovery has waited without one changelog record arriving for the
-        active partitions it still has to read; 0 when it is not waiting so.
-
-        A slow recovery (a long changelog) is not stalled: any record counts as progress.
-        """
+        """Seconds this recovery has gone without a changelog record arriving for the active
+        partitions it still has to read (since it started, or since the last record); 0 when
+        it is not waiting so. A slow recovery (a long changelog) is not stalled: any record
+        counts as progress."""
         started = self._recovery_started_at
-        if (not self.in_recovery or started is None or self._active_events_received_at
-                or not self.need_recovery()):
+        if not self.in_recovery or started is None or not self.need_recovery():
             return 0.0
-        return time.monotonic() - started
+        last = max(self._active_events_received_at.values(), default=started)
+        return time.monotonic() - max(last, started)
+
+    async def reseek_changelogs(self) -> dict[Any, int]:
+        """Seek every active changelog partition with records left to just after the last
+        record applied; returns the offsets sought.
+
+        Faust's consumer drops records it has already taken from the client when the
+        generation changes or the partition set moves under it (its stream partitions are
+        sought back to their commits afterwards, its changelog partitions are not); a stalled
+        recovery was seen with the client's positions at the changelog ends and not one
+        record received. Records read twice are harmless: recovery applies an offset once.
+        """
+        offsets = {tp: max(0, self.active_offsets[tp] + 1)
+                   for tp, remaining in self.active_remaining().items() if remaining > 0}
+        if offsets:
+            await self.app.consumer.seek_wait(offsets)
+        return offsets
 
 
 def recovery_diagnostics(app: Any) -> str:
