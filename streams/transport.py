@@ -1,6 +1,8 @@
 """Faust's aiokafka transport with the consumer's fetch long-poll wait (a setting Faust does
-not expose), a producer flush that really empties Faust's buffer before a commit, and a
-recovery that seeks the stream partitions to their committed offsets before it resumes them.
+not expose), high-water marks for table recovery taken from a fetch (Tansu's ListOffsets
+answer is short of the last batch), a producer flush that really empties Faust's buffer
+before a commit, and a recovery that seeks the stream partitions to their committed offsets
+before it resumes them.
 
 Faust hard-codes ``fetch_max_wait_ms=1500``. Apache Kafka answers a waiting fetch as soon as
 data arrives, so the value only bounds idle polls there; Tansu answers only when the wait
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 
 import aiokafka
@@ -21,6 +24,9 @@ import faust
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.kafka import end_offsets_by_fetch
 
 log = logging.getLogger("simpang.transport")
 
@@ -163,6 +169,20 @@ def transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[faust_aiokafka.Tra
             # Read when the consumer starts its fetcher, which has not happened yet.
             consumer._fetch_max_wait_ms = fetch_max_wait_ms
             return consumer
+
+        async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+            # Table recovery reads each changelog up to these; Tansu's ListOffsets answer
+            # ends them inside the last record batch (see end_offsets_by_fetch).
+            if self.consumer.in_transaction:
+                return cast(Mapping[TP, int], await super()._highwaters(partitions))
+            probe = self._create_client_consumer(self.transport)
+            await probe.start()
+            try:
+                ends = await end_offsets_by_fetch(
+                    probe, partitions, timeout_s=self.app.conf.broker_request_timeout)
+            finally:
+                await probe.stop()
+            return {tp: ends[tp] for tp in partitions}
 
     class FetchWaitConsumer(faust_aiokafka.Consumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from dashboards.influxql import InfluxQL
@@ -51,7 +51,7 @@ from streams.embedded import (
     popen_child,
     stop_process,
 )
-from streams.kafka import ensure_topics
+from streams.kafka import end_offsets_by_fetch, ensure_topics
 from streams.worker import EXIT_RECOVERY_STALLED
 from tests.influx_v2_forwarder import InfluxV2WriteForwarder
 
@@ -344,13 +344,17 @@ class Rig:
         """Every JSON record a topic holds now: read up to the end offsets taken first."""
 
         async def go() -> list[dict[str, Any]]:
-            consumer = AIOKafkaConsumer(self.topic(key), bootstrap_servers=self.broker.bootstrap,
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.broker.bootstrap,
                                         group_id=None, auto_offset_reset="earliest")
             await consumer.start()
             out: list[dict[str, Any]] = []
             try:
-                partitions = consumer.assignment()
-                ends = await consumer.end_offsets(list(partitions))
+                topic = self.topic(key)
+                await consumer.topics()  # fetches the metadata partitions_for_topic reads
+                partitions = [TopicPartition(topic, p)
+                              for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                ends = await end_offsets_by_fetch(consumer, partitions)
+                await consumer.seek_to_beginning(*partitions)
                 deadline = time.monotonic() + timeout_s
                 while time.monotonic() < deadline:
                     positions = {tp: await consumer.position(tp) for tp in partitions}
