@@ -292,7 +292,10 @@ def pipeline() -> dash.Dashboard:
                                queries.consumer_lag_by_topic()))
             .with_panel(series("Readings per second", "reqps",
                                queries.worker_rate("readings_in"),
-                               queries.worker_rate("readings_accepted")))
+                               queries.worker_rate("readings_accepted"),
+                               queries.worker_rate("readings_resent"),
+                               description="Taken off sensor-readings, accepted, and left "
+                               "out of their windows as re-sends (device + seq)."))
             .with_panel(series("Dead letters by reason", "short",
                                queries.dead_letters_by_reason(), bars=True))
             .with_panel(series("InfluxDB write errors", "short",

@@ -95,6 +95,9 @@ class NormalisedReading(BaseModel):
     speed_kmh: float | None = None
     source: Literal["field", "camera"] = Field(
         "field", description="Field devices (loops, radar, counters) or camera counting.")
+    seq: int | None = Field(None, description=(
+        "The device's sequence number, when it sent one: a window counts each (device, seq) "
+        "once, however many times and by whatever path it arrives."))
 
 
 class PlanReport(BaseModel):
@@ -331,6 +334,8 @@ class HealthSample(BaseModel):
     readings_accepted: int
     dead_letters: int
     readings_windowed: int
+    readings_resent: int = Field(0, description=(
+        "Readings the windows left out as re-sends of a (device, seq) they had counted."))
     metrics_emitted: int
     points_written: int
     metric_points_written: int

@@ -87,6 +87,10 @@ PIPELINE_HEALTH = Measurement(
             "readings_windowed", "int", "readings",
             "Readings the metrics agent has applied to (or rejected from) windows.",
         ),
+        FieldSpec(
+            "readings_resent", "int", "readings",
+            "Re-sends of a (device, seq) a window had counted, from any path: left out.",
+        ),
         FieldSpec("metrics_emitted", "int", "points", "Window metrics emitted since start."),
         FieldSpec("points_written", "int", "points", "Points written to InfluxDB since start."),
         FieldSpec(

@@ -15,9 +15,13 @@ a window that has fired is *late* and is returned to the caller, never dropped s
 
 Replays after a crash are applied once: every pane remembers the highest source offset it
 has absorbed per source partition, and each partition remembers the last source message it
-completed. Fired rows are kept with the close that fired them until the caller marks them
-delivered (:meth:`WindowedAggregator.unsent`, :meth:`WindowedAggregator.mark_sent`), so a
-crash between a close and the send repeats the send instead of losing the rows.
+completed. Re-sends are counted once too: a reading with a ``seq`` whose (device, seq) the
+pane has already absorbed is left out and counted in ``WindowOutput.resent``, whichever
+worker, restart or path the copy came through (a re-send reaches the pane of the original,
+having the same interval end). Fired rows are kept with the close that fired them until
+the caller marks them delivered (:meth:`WindowedAggregator.unsent`,
+:meth:`WindowedAggregator.mark_sent`), so a crash between a close and the send repeats the
+send instead of losing the rows.
 
 >>> agg = WindowedAggregator("demo", [WindowSpec(60, 60)], grace_s=5, pcu=PcuFactors())
 >>> store: dict[str, Any] = {}
@@ -33,6 +37,7 @@ crash between a close and the send repeats the send instead of losing the rows.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from collections.abc import Mapping, MutableMapping
@@ -131,11 +136,37 @@ class LaneAccumulator:
         )
 
 
+def add_seq(ranges: list[list[int]], seq: int) -> bool:
+    """Add ``seq`` to sorted, disjoint inclusive ``ranges`` (merged where they touch); False
+    if it was there already. A device's sequence numbers in one pane are mostly one run, so
+    the pane keeps a range or two per device, not every number.
+
+    >>> ranges: list[list[int]] = []
+    >>> [add_seq(ranges, s) for s in (5, 6, 8, 6, 7)], ranges
+    ([True, True, True, False, True], [[5, 8]])
+    """
+    at = bisect.bisect_right(ranges, seq, key=lambda r: r[0])  # the first starting after
+    if at and ranges[at - 1][1] >= seq:
+        return False
+    joins_left = at > 0 and ranges[at - 1][1] == seq - 1
+    joins_right = at < len(ranges) and ranges[at][0] == seq + 1
+    if joins_left and joins_right:
+        ranges[at - 1][1] = ranges.pop(at)[1]
+    elif joins_left:
+        ranges[at - 1][1] = seq
+    elif joins_right:
+        ranges[at][0] = seq
+    else:
+        ranges.insert(at, [seq, seq])
+    return True
+
+
 @dataclass
 class WindowOutput:
     metrics: list[ApproachMetrics] = field(default_factory=list)
     late: list[tuple[NormalisedReading, str]] = field(default_factory=list)
     replayed: bool = False
+    resent: int = 0  # readings left out as re-sends of a (device, seq) already counted
 
 
 class WindowedAggregator:
@@ -175,6 +206,7 @@ class WindowedAggregator:
         # changelog record per key set, so fewer, larger keys cost far less per reading.
         touched: dict[str, dict[str, LaneAccumulator]] = {}
         sources_of: dict[str, dict[str, int]] = {}
+        seqs_of: dict[str, dict[str, list[list[int]]]] = {}
         for reading in batch.readings:
             pane_start = self._pane_start(reading.ts_ms)
             closed_upto = state["closed_upto_ms"]
@@ -198,6 +230,13 @@ class WindowedAggregator:
                 }
                 touched[key] = lanes
                 sources_of[key] = dict(stored["src"]) if stored else {}
+                seqs_of[key] = {device: [list(r) for r in ranges]
+                                for device, ranges in (stored or {}).get("seq", {}).items()}
+            if reading.seq is not None and not add_seq(
+                seqs_of[key].setdefault(reading.device_id, []), reading.seq
+            ):
+                out.resent += 1
+                continue
             lane_id = f"{reading.approach}|{reading.lane}"
             if reading.source != "field":
                 lane_id += f"|{reading.source}"
@@ -211,10 +250,14 @@ class WindowedAggregator:
         for key, lanes in touched.items():
             sources = sources_of[key]
             sources[source] = batch.source_offset
-            store[key] = {
+            record: dict[str, Any] = {
                 "lanes": {lane: acc.to_json() for lane, acc in lanes.items()},
                 "src": sources,
             }
+            seqs = {device: ranges for device, ranges in seqs_of[key].items() if ranges}
+            if seqs:
+                record["seq"] = seqs
+            store[key] = record
         state["sources_done"][source] = batch.source_offset
         out.metrics, expired = self._close(store, partition, state, arrival_ms)
         self._commit(store, partition, state, expired, out.metrics)

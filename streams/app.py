@@ -243,7 +243,8 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None,
                     windows_table, message.partition, item, arrival_ms=arrival_ms
                 )
                 if not out.replayed:
-                    counters.readings_windowed += len(item.readings)
+                    counters.readings_windowed += len(item.readings) - out.resent
+                    counters.readings_resent += out.resent
             for index, (reading, reason) in enumerate(out.late):
                 await dead_letter(
                     DeadLetter.of(

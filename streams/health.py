@@ -19,6 +19,7 @@ class PipelineCounters:
     dead_letters: int = 0
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     readings_windowed: int = 0
+    readings_resent: int = 0
     metrics_emitted: int = 0
     points_written: int = 0
     metric_points_written: int = 0
@@ -42,6 +43,7 @@ class PipelineCounters:
             readings_accepted=self.readings_accepted,
             dead_letters=self.dead_letters,
             readings_windowed=self.readings_windowed,
+            readings_resent=self.readings_resent,
             metrics_emitted=self.metrics_emitted,
             points_written=self.points_written,
             metric_points_written=self.metric_points_written,

@@ -209,6 +209,7 @@ class ReadingValidator:
             counts=reading.class_counts(),
             occupancy_pct=reading.occupancy_pct,
             speed_kmh=reading.speed_kmh,
+            seq=reading.seq,
         )
 
 

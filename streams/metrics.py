@@ -29,6 +29,8 @@ COUNTERS: dict[str, str] = {
     "readings_accepted": "Readings that passed validation and went on to be windowed.",
     "readings_windowed": "Readings added to windows (replays of already-counted input "
                          "excluded).",
+    "readings_resent": "Readings left out of their window as re-sends of a (device, seq) it "
+                       "had counted (any path: HTTP, MQTT, Kafka).",
     "metrics_emitted": "Approach-metrics rows (lane and approach) emitted by closing windows.",
     "points_written": "Points the sink wrote to InfluxDB (or the line-protocol file).",
     "metric_points_written": "Approach-metrics points the sink wrote.",

@@ -90,6 +90,7 @@ def health_lines(sample: HealthSample) -> list[str]:
         .field("readings_accepted", sample.readings_accepted)
         .field("dead_letters", sample.dead_letters)
         .field("readings_windowed", sample.readings_windowed)
+        .field("readings_resent", sample.readings_resent)
         .field("metrics_emitted", sample.metrics_emitted)
         .field("points_written", sample.points_written)
         .field("metric_points_written", sample.metric_points_written)

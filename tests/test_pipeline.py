@@ -162,3 +162,32 @@ def test_influxdb_outage_delays_but_loses_nothing(
         assert errors and errors[0]["e"] >= 1
     finally:
         gateway.close()
+
+
+def test_a_reading_resent_in_another_message_is_counted_once(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    """A gateway re-sends a batch as a new Kafka message (it missed the acknowledgement), and
+    one reading a third time: the worker sees new messages, its windows see re-sends (device
+    + seq) and count each reading once, whichever worker or path brought the copy."""
+    pipeline = pipeline_factory(SIMPANG_WINDOWS__GRACE_S="3")
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    first = [{**reading(N1, t0 + timedelta(seconds=30), 30, {"car": 4}, 10, 30), "seq": 7},
+             {**reading(N1, t0 + timedelta(seconds=60), 30, {"car": 2}, 10, 30), "seq": 8},
+             {**reading(N2, t0 + timedelta(seconds=60), 60, {"bus": 1}, 10, 30), "seq": 7}]
+    pipeline.send([(KEY, first), (KEY, first), (KEY, first[1]),
+                   # a later reading moves event time on, so the first window closes
+                   (KEY, {**reading(N1, t0 + timedelta(seconds=150), 30, {"car": 1}, 1, 30),
+                          "seq": 9})])
+    rows = pipeline.wait_rows(
+        "SELECT * FROM approach_metrics WHERE \"window\" = '60s' AND level = 'lane' "
+        f"AND time = {ns(t0 + timedelta(seconds=60))}", lambda r: len(r) == 2)
+    by_lane = {r["lane"]: r for r in rows}
+    assert (by_lane["n1"]["readings"], by_lane["n1"]["flow_veh_per_hour"]) == (2, 6 * 60)
+    assert (by_lane["n2"]["readings"], by_lane["n2"]["flow_veh_per_hour"]) == (1, 60)
+    health = pipeline.wait_rows(
+        "SELECT last(readings_in) AS n, last(readings_resent) AS resent, "
+        "last(readings_windowed) AS windowed FROM pipeline_health",
+        lambda r: bool(r) and r[0]["n"] == 8 and r[0]["resent"] == 4)
+    assert health[0]["windowed"] == 4
+    assert pipeline.read_topic("dead-letters", count=1, timeout_s=3) == []

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from simpang.records import ApproachMetrics, NormalisedReading, ReadingsBatch
 from simpang.vehicles import PcuFactors, VehicleClass
-from simpang.windows import WindowedAggregator, WindowSpec
+from simpang.windows import WindowedAggregator, WindowSpec, add_seq
 
 T0_DT = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
 T0 = int(T0_DT.timestamp() * 1000)  # 07:00:00 in epoch ms; a multiple of every pane used
@@ -498,6 +498,50 @@ def test_replayed_batch_applied_once() -> None:
     assert got[(T0_DT, "n2")].counts == {MC: 3}
     assert got[(T0_DT, None)].counts == {CAR: 6, MC: 3}
     assert got[(T0_DT, None)].readings == 3
+
+
+def test_a_resent_reading_counts_once_whatever_message_brings_it() -> None:
+    agg = aggregator("60")
+    store: dict[str, Any] = {}
+    n1 = reading(T0 + MIN, {CAR: 5}).model_copy(update={"seq": 41})
+    n2 = reading(T0 + MIN, {MC: 3}, lane="n2").model_copy(update={"seq": 41})  # another device
+    assert agg.on_batch(store, 0, batch(7, n1, n2), arrival_ms=T0 + MIN).resent == 0
+    # The same (device, seq) in a new message (another worker took the re-send, or a device
+    # posted straight to Kafka) and again from another source partition: left out.
+    again = agg.on_batch(store, 0, batch(8, n1), arrival_ms=T0 + MIN)
+    assert (again.replayed, again.resent) == (False, 1)
+    elsewhere = batch(3, n1, source_partition=1)
+    assert agg.on_batch(store, 0, elsewhere, arrival_ms=T0 + MIN).resent == 1
+    # A new seq of the same device counts; so does a reading without seq, every time.
+    fresh = n1.model_copy(update={"seq": 42, "counts": {CAR: 2}})
+    no_seq = reading(T0 + MIN, {BUS: 1})
+    out = agg.on_batch(store, 0, batch(9, fresh, no_seq, no_seq), arrival_ms=T0 + MIN)
+    assert out.resent == 0
+    got = by_window_lane(agg.on_tick(store, 0, arrival_ms=T0 + 10 * MIN).metrics)
+    assert got[(T0_DT, "n1")].counts == {CAR: 7, BUS: 2}
+    assert got[(T0_DT, "n1")].readings == 4
+    assert got[(T0_DT, "n2")].counts == {MC: 3}
+
+
+def test_pane_records_keep_sequence_numbers_as_ranges() -> None:
+    agg = aggregator("60")
+    store: dict[str, Any] = {}
+    readings = [reading(T0 + MIN, {CAR: 1}).model_copy(update={"seq": n})
+                for n in (*range(100, 160), 170)]
+    agg.on_batch(store, 0, batch(0, *readings), arrival_ms=T0 + MIN)
+    [pane] = [v for k, v in store.items() if k.startswith("pane|")]
+    assert pane["seq"] == {"n1-loop": [[100, 159], [170, 170]]}
+
+
+@given(st.lists(st.integers(0, 40), max_size=60))
+def test_add_seq_keeps_exactly_the_numbers_added(numbers: list[int]) -> None:
+    ranges: list[list[int]] = []
+    seen: set[int] = set()
+    for n in numbers:
+        assert add_seq(ranges, n) is (n not in seen)
+        seen.add(n)
+    assert {n for lo, hi in ranges for n in range(lo, hi + 1)} == seen
+    assert all(a[1] + 1 < b[0] for a, b in itertools.pairwise(ranges)), ranges
 
 
 def test_replay_after_partial_write_does_not_double_count() -> None:
