@@ -199,7 +199,8 @@ class ReadingValidator:
                            f"{reading.ts.isoformat()} is more than "
                            f"{self.max_future_skew.total_seconds():g} s ahead of the receiver's "
                            f"clock ({received_at.astimezone(UTC).isoformat()})")
-        # Built from validated values: validating them again cost a third of ingest's CPU.
+        # Built from validated values: validating them again was over a quarter of the
+        # validator's CPU under load (bench/ingest.py profile).
         return NormalisedReading.model_construct(
             intersection=location.intersection,
             approach=location.approach,
