@@ -103,7 +103,7 @@ def test_end_offsets_count_every_record_of_the_last_batch(tansu: TansuBroker) ->
 
 
 @pytest.mark.integration
-def test_table_recovery_reads_changelogs_to_their_last_record(tansu: TansuBroker) -> None:
+def test_the_transport_gives_table_recovery_ends_past_the_last_batch(tansu: TansuBroker) -> None:
     """The high-water marks Faust's recovery reads changelogs up to come from
     :func:`end_offsets_by_fetch` (a recovery that stopped at Tansu's answer lost the last
     table writes of a worker killed in a takeover)."""
