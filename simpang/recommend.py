@@ -28,7 +28,7 @@ is stale or missing or the plan is unsafe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -105,6 +105,16 @@ class LaneDemand:
     def flows(self) -> dict[LaneKey, _LaneFlow]:
         return {key: self._field.get(key) or self._camera[key]
                 for key in set(self._field) | set(self._camera)}
+
+    def with_flows(self, flows_pcu_per_hour: Mapping[LaneKey, float]) -> LaneDemand:
+        """A copy whose lanes carry ``flows_pcu_per_hour`` (a forecast) instead of their
+        measured flows, with the same window ends and sources: whatever makes the measured
+        data missing or stale makes the copy so too."""
+        copy = LaneDemand(self.intersection, self.window)
+        for key, known in self.flows().items():
+            flow = flows_pcu_per_hour.get(key, known.flow_pcu_per_hour)
+            copy._field[key] = _LaneFlow(flow, known.window_end, known.source)
+        return copy
 
 
 def _assessments(performance: Performance) -> dict[str, ApproachAssessment]:

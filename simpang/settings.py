@@ -167,6 +167,12 @@ class TimingSettings(BaseModel):
     assume_adopted: bool = Field(True, description=(
         "Take each recommended plan as the one running from then on (no controller "
         "reports its plan yet)."))
+    mode: Literal["plan", "adaptive"] = Field("plan", description=(
+        "plan: fixed-time plans from the measured flows; adaptive: each cycle's plan from "
+        "flows forecast to that cycle (Holt's smoothing), with each phase's longest green for "
+        "a controller that ends greens on gaps and queues (simpang.adaptive)."))
+    headroom: float = Field(1.5, ge=1.0, le=3.0, description=(
+        "Adaptive mode: a green may run to this many times its share of the cycle's plan."))
 
 
 class IngestSettings(BaseModel):

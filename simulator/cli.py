@@ -311,8 +311,8 @@ def evaluate_command(
         help="Bundled scenario name, a site file with a simulation section, or any .sumocfg "
              "(imported on the fly).")] = "four_arm",
     controllers: Annotated[str, typer.Option(
-        help="Comma-separated: fixed, actuated, max-pressure, simpang-plan.")
-    ] = "fixed,actuated,max-pressure,simpang-plan",
+        help="Comma-separated: fixed, actuated, max-pressure, simpang-plan, simpang-adaptive.")
+    ] = "fixed,actuated,max-pressure,simpang-plan,simpang-adaptive",
     seeds: Annotated[int, typer.Option(help="Seeds per controller (1..N).", min=1)] = 3,
     begin: Annotated[str | None, typer.Option(
         help="Time of day to start, HH:MM (default: the scenario's begin).")] = None,
@@ -328,6 +328,9 @@ def evaluate_command(
     ] = True,
     report: Annotated[Path | None, typer.Option(
         help="Write plots (PNG) and a Markdown summary into this directory.")] = None,
+    jobs: Annotated[int, typer.Option(
+        help="Runs at a time, each in its own process (one per CPU core at most).", min=1)
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
 ) -> None:
     """Run a SUMO scenario under each signal controller and seed; mean delay per vehicle,
@@ -378,7 +381,7 @@ def evaluate_command(
             evaluation = evaluate(site, sumocfg, work, scenario=name, controllers=names,
                                   seeds=list(range(1, seeds + 1)), begin_s=begin_s,
                                   end_s=end_s, survey_saturation=survey, warmup_s=warmup,
-                                  on_run=progress)
+                                  on_run=progress, jobs=jobs)
         finally:
             if out is None:
                 shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ import math
 import statistics
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -24,12 +25,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from simpang.site import Site
-from simulator.controllers import Actuated, MaxPressure, SimpangPlan
+from simulator.controllers import Actuated, MaxPressure, SimpangAdaptive, SimpangPlan
 from simulator.saturation import LaneSaturation
 from simulator.signals import FixedTime
 from simulator.sumo_run import TRIPINFO_OUTPUT, SumoRun, queue_intervals
 
-CONTROLLERS = ("fixed", "actuated", "max-pressure", "simpang-plan")
+CONTROLLERS = ("fixed", "actuated", "max-pressure", "simpang-plan", "simpang-adaptive")
 """Controllers ``simpang evaluate`` knows, in the order it reports them."""
 
 MEASURES = ("mean_delay_s", "mean_travel_time_s", "mean_queue_m", "max_queue_m",
@@ -57,7 +58,7 @@ class RunMeasures:
     """(simulated s, intersection, cycle s) of every plan in force, the first at the start."""
 
 
-Controller = FixedTime | Actuated | MaxPressure | SimpangPlan
+Controller = FixedTime | Actuated | MaxPressure | SimpangPlan | SimpangAdaptive
 
 
 def make_controller(name: str, site: Site) -> Controller:
@@ -69,6 +70,8 @@ def make_controller(name: str, site: Site) -> Controller:
         return MaxPressure(site)
     if name == "simpang-plan":
         return SimpangPlan(site)
+    if name == "simpang-adaptive":
+        return SimpangAdaptive(site)
     raise ValueError(f"unknown controller {name!r}; known: {', '.join(CONTROLLERS)}")
 
 
@@ -83,6 +86,10 @@ def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_di
     if isinstance(controller, Actuated):
         path = work_dir / "actuated.add.xml"
         path.write_text(controller.additional_xml(), encoding="utf-8")
+        extra.append(path)
+    if isinstance(controller, SimpangAdaptive):
+        path = work_dir / "camera-zones.add.xml"
+        path.write_text(controller.additional_xml(lane_lengths_m(sumocfg)), encoding="utf-8")
         extra.append(path)
     run = SumoRun(site, sumocfg, work_dir, seed=seed, begin_s=begin_s, end_s=end_s, day=day,
                   controller=controller, extra_additional=extra,
@@ -103,9 +110,21 @@ def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_di
         plans = sorted((t_s, i, plan.cycle_s) for i in run.signals.intersections
                        for t_s, plan in run.signals.plan_changes(i))
         controlled = len(run.signals.intersections)
+        if isinstance(controller, SimpangAdaptive):
+            # Its plan is the cycle it ran: every cycle's length as it happened.
+            plans = sorted([*plans[:controlled], *controller.cycles])
     measures = _measures(controller_name, seed, work_dir, run.begin, ended_at_s,
                          len(plans) - controlled, measured_from_s=run.begin + warmup_s)
     return replace(measures, plans=plans)
+
+
+def lane_lengths_m(sumocfg: Path) -> dict[str, float]:
+    import sumolib
+
+    from simulator.sumo_tools import read_sumocfg
+
+    net = sumolib.net.readNet(str(read_sumocfg(sumocfg).net_file))
+    return {lane.getID(): lane.getLength() for edge in net.getEdges() for lane in edge.getLanes()}
 
 
 def _measures(controller: str, seed: int, work_dir: Path, begin_s: float, end_s: float,
@@ -231,8 +250,10 @@ def evaluate(
     survey_saturation: bool = True,
     warmup_s: float = 0.0,
     on_run: Callable[[RunMeasures], None] | None = None,
+    jobs: int = 1,
 ) -> Evaluation:
-    """Every controller under every seed over the same simulated period.
+    """Every controller under every seed over the same simulated period (``jobs`` runs at a
+    time, each in its own process).
 
     Simpang's controllers use a site whose lanes carry saturation flows measured by a
     :mod:`~simulator.saturation` survey of the same period under the fixed plan (its own
@@ -256,13 +277,25 @@ def evaluate(
         surveyed = survey(site, sumocfg, work_dir / "survey", day=day, seed=SURVEY_SEED,
                           begin_s=begin, end_s=end)
         simpang_site = with_surveyed_flows(site, surveyed)
-    runs = []
-    for seed in seeds:
-        for name in controllers:
-            measures = run_once(simpang_site if name.startswith("simpang") else site, sumocfg,
-                                name, seed, work_dir / f"{name}-{seed}", day=day,
-                                begin_s=begin, end_s=end, warmup_s=warmup_s)
+    tasks = [(simpang_site if name.startswith("simpang") else site, name, seed)
+             for seed in seeds for name in controllers]
+    runs: list[RunMeasures] = []
+    if jobs <= 1:
+        for task_site, name, seed in tasks:
+            measures = run_once(task_site, sumocfg, name, seed, work_dir / f"{name}-{seed}",
+                                day=day, begin_s=begin, end_s=end, warmup_s=warmup_s)
             runs.append(measures)
             if on_run is not None:
                 on_run(measures)
+    else:
+        # libsumo runs one simulation per process: runs in parallel need processes.
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(run_once, task_site, sumocfg, name, seed,
+                                   work_dir / f"{name}-{seed}", day=day, begin_s=begin,
+                                   end_s=end, warmup_s=warmup_s)
+                       for task_site, name, seed in tasks]
+            for future in as_completed(futures):
+                if on_run is not None:
+                    on_run(future.result())
+            runs = [future.result() for future in futures]
     return Evaluation(scenario, begin, end, runs, surveyed, warmup_s)

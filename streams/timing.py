@@ -19,10 +19,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from simpang.adaptive import DemandForecast, adaptive_recommendation, forecast_horizon_s
 from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics, PlanReport, TimingRecommendation
 from simpang.settings import TimingSettings
 from simpang.site import Plan, Site
+from simpang.windows import WindowSpec
 
 
 class TimingService:
@@ -31,6 +33,8 @@ class TimingService:
         self.settings = settings
         self.intersections = {i.id: i for i in site.intersections}
         self.demand = {i.id: LaneDemand(i, settings.window) for i in site.intersections}
+        self.forecast = {i.id: DemandForecast() for i in site.intersections}
+        self._window_s = _window_size_s(settings.window)
         self.running: dict[str, Plan] = {i.id: i.plan for i in site.intersections}
         self._last_made: dict[str, datetime] = {}
         self._last_data: dict[str, datetime] = {}
@@ -43,12 +47,25 @@ class TimingService:
         return last is None or now - last >= every
 
     def _make(self, intersection_id: str, now: datetime) -> TimingRecommendation:
-        made = recommend(self.site.id, self.intersections[intersection_id],
-                         self.demand[intersection_id], running=self.running[intersection_id],
-                         now=now, max_age_s=self.settings.max_age_s)
+        intersection = self.intersections[intersection_id]
+        running = self.running[intersection_id]
+        if self.settings.mode == "adaptive":
+            newest = self._last_data.get(intersection_id, now)
+            made = adaptive_recommendation(
+                self.site.id, intersection, self.demand[intersection_id],
+                self.forecast[intersection_id], running=running, now=now,
+                timezone=self.site.timezone,
+                horizon_s=forecast_horizon_s((now - newest).total_seconds(), running.cycle_s,
+                                             self._window_s),
+                max_age_s=self.settings.max_age_s, headroom=self.settings.headroom)
+        else:
+            made = recommend(self.site.id, intersection, self.demand[intersection_id],
+                             running=running, now=now, max_age_s=self.settings.max_age_s)
         self._last_made[intersection_id] = now
         # Once its controller reports what it runs, that is the running plan, not a guess.
+        # An adaptive controller runs its own greens within the plan's bounds: no adoption.
         if (made.status == "recommended" and self.settings.assume_adopted
+                and self.settings.mode == "plan"
                 and intersection_id not in self._reported):
             self.running[intersection_id] = plan_of(made)
         return made
@@ -73,6 +90,8 @@ class TimingService:
         out = []
         for intersection_id, mine in by_intersection.items():
             self.demand[intersection_id].update(mine)
+            self.forecast[intersection_id].observe(self.demand[intersection_id],
+                                                   self.site.timezone)
             newest = max(row.window_end for row in mine)
             self._last_data[intersection_id] = max(
                 newest, self._last_data.get(intersection_id, newest))
@@ -98,3 +117,8 @@ class TimingService:
         self._last_data.clear()
         self._last_made.clear()
         self._reported.clear()
+
+
+def _window_size_s(label: str) -> float:
+    """``300s-every-60s`` → 300, ``60s`` → 60."""
+    return float(WindowSpec.parse(label.split("-every-")[0].rstrip("s")).size_s)

@@ -20,8 +20,8 @@ import pytest
 from simpang.site import Intersection
 from simpang.timing_safety import check_plan
 from simulator.bundled import build_scenario
-from simulator.controllers import Actuated, MaxPressure, SimpangPlan
-from simulator.evaluate import _measures, confidence_95
+from simulator.controllers import Actuated, MaxPressure, SimpangAdaptive, SimpangPlan
+from simulator.evaluate import _measures, confidence_95, lane_lengths_m
 from simulator.saturation import survey, with_surveyed_flows
 from simulator.signals import GREEN, FixedTime
 from simulator.sumo_run import TRIPINFO_OUTPUT, SumoRun
@@ -84,7 +84,8 @@ def _green_changes_are_safe(states: list[str], intersection: Intersection) -> No
             assert duration >= min(p.all_red_s for p in intersection.phases)
 
 
-@pytest.mark.parametrize("controller_name", ["actuated", "max-pressure", "simpang-plan"])
+@pytest.mark.parametrize("controller_name",
+                         ["actuated", "max-pressure", "simpang-plan", "simpang-adaptive"])
 def test_controllers_keep_yellow_and_all_red(scenario_cache: Path, tmp_path: Path,
                                              controller_name: str) -> None:
     import libsumo
@@ -92,7 +93,7 @@ def test_controllers_keep_yellow_and_all_red(scenario_cache: Path, tmp_path: Pat
     built = build_scenario("four_arm", scenario_cache)
     site = built.site()
     intersection = site.intersections[0]
-    controller: Actuated | MaxPressure | SimpangPlan
+    controller: Actuated | MaxPressure | SimpangPlan | SimpangAdaptive
     extra = []
     if controller_name == "actuated":
         controller = Actuated(site)
@@ -100,6 +101,10 @@ def test_controllers_keep_yellow_and_all_red(scenario_cache: Path, tmp_path: Pat
         extra[0].write_text(controller.additional_xml())
     elif controller_name == "max-pressure":
         controller = MaxPressure(site)
+    elif controller_name == "simpang-adaptive":
+        controller = SimpangAdaptive(site)
+        extra.append(tmp_path / "zones.add.xml")
+        extra[0].write_text(controller.additional_xml(lane_lengths_m(built.sumocfg)))
     else:
         controller = SimpangPlan(site, every_cycles=1)
     run = SumoRun(site, built.sumocfg, tmp_path / "run", seed=3, begin_s=FIVE_PM - 900,
@@ -113,7 +118,7 @@ def test_controllers_keep_yellow_and_all_red(scenario_cache: Path, tmp_path: Pat
         while not run.finished():
             t_s = run.step()
             readings = run.readings_due()
-            if readings and isinstance(controller, SimpangPlan):
+            if readings and isinstance(controller, SimpangPlan | SimpangAdaptive):
                 controller.observe(readings, run.timestamp(t_s))
             states.append(libsumo.trafficlight.getRedYellowGreenState("C"))
             green = run.signals.green_phase("C") if controller_name != "actuated" else None
@@ -153,6 +158,31 @@ def test_controllers_keep_yellow_and_all_red(scenario_cache: Path, tmp_path: Pat
         served = [chosen for _, green, chosen, _ in decisions if chosen != green]
         assert any(order.index(b) != (order.index(a) + 1) % len(order)
                    for a, b in itertools.pairwise(served))
+    if controller_name == "simpang-adaptive":
+        assert isinstance(controller, SimpangAdaptive)
+        # Greens vary cycle by cycle, never under the initial green nor over the phase's
+        # maximum, and each ended for a reason the controller recorded.
+        inner = {p: v[1:] for p, v in greens.items() if p is not None}
+        lengths = [v for values in inner.values() for v in values]
+        assert len(set(lengths)) > 5
+        assert all(8.0 - 0.5 <= v <= 90 + 0.5 for v in lengths), lengths
+        reasons = [reason for _, _, _, reason in controller.decisions]
+        assert any(r.startswith("gap out") for r in reasons)
+        assert len(controller.decisions) >= len(lengths) - 1
+        # A plan every cycle: the first before any metrics (the site's plan, saying so),
+        # then from the forecast, with its inputs.
+        made = controller.recommendations
+        assert made[0].status == "fallback" and "no metrics yet" in made[0].reasons[0]
+        recommended = [r for r in made if r.status == "recommended"]
+        assert recommended and all(r.mode == "adaptive" for r in made)
+        last = recommended[-1]
+        assert any("forecast" in reason for reason in last.reasons)
+        assert set(last.inputs["longest_greens_s"]) == {p.id for p in intersection.phases}
+        assert last.inputs["forecast_horizon_s"] > 150
+        assert set(last.inputs["measured_lane_flows_pcu_per_hour"]) == set(
+            last.inputs["lane_flows_pcu_per_hour"])
+        cycles = [c for _, _, c in controller.cycles]
+        assert len(cycles) >= 5 and len(set(cycles)) > 2
     if controller_name == "simpang-plan":
         recommended = [r for r in controller.recommendations if r.status == "recommended"]
         assert recommended, [r.reasons for r in controller.recommendations]
@@ -210,9 +240,10 @@ def test_evaluate_command_prints_each_controller_with_confidence(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["begin_s"] == FIVE_PM and report["end_s"] == FIVE_PM + 600
-    assert list(report["controllers"]) == ["fixed", "actuated", "max-pressure", "simpang-plan"]
+    assert list(report["controllers"]) == ["fixed", "actuated", "max-pressure", "simpang-plan",
+                                           "simpang-adaptive"]
     runs = report["runs"]
-    assert len(runs) == 8
+    assert len(runs) == 10
     for name, entry in report["controllers"].items():
         mine = [r for r in runs if r["controller"] == name]
         assert entry["seeds"] == [1, 2]
