@@ -20,8 +20,13 @@ progression otherwise.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+
+from simpang.recommend import LaneDemand, recommend
+from simpang.records import TimingRecommendation
+from simpang.site import Corridor, Intersection, Plan, Site
 
 EXHAUSTIVE_LIMIT = 200_000
 """Most offset combinations searched one by one; beyond, coordinate ascent."""
@@ -125,3 +130,92 @@ def corridor_offsets(stops: Sequence[CorridorStop], *, cycle_s: float, speed_mps
     outbound, inbound = bandwidths(ordered, best, cycle_s, speed_mps)
     return GreenBand({s.intersection_id: o for s, o in zip(ordered, best, strict=True)},
                      outbound, inbound, cycle_s, speed_mps)
+
+
+def green_start_s(intersection: Intersection, plan: Plan, phase_id: str) -> float:
+    """Seconds from the start of ``plan``'s cycle (its first phase's green) to the green of
+    ``phase_id``."""
+    elapsed = 0.0
+    for phase in intersection.phases:
+        if phase.id == phase_id:
+            return elapsed
+        elapsed += plan.greens_s[phase.id] + phase.yellow_s + phase.all_red_s
+    raise KeyError(phase_id)
+
+
+def recommend_corridor(
+    site: Site,
+    corridor: Corridor,
+    demands: Mapping[str, LaneDemand],
+    running: Mapping[str, Plan],
+    *,
+    now: datetime,
+    max_age_s: float,
+    stability: bool = True,
+) -> list[TimingRecommendation]:
+    """Plan mode for a corridor's intersections together: each member's own plan first, then
+    every member at the longest cycle any of them needs (within each one's bounds), then the
+    offsets of the widest green band, the first member keeping its running offset.
+
+    Coordination needs every member: when one has no usable metrics or its plan fails the
+    safety check, every member keeps its running plan and says why.
+    """
+    members = [site.intersection(m.intersection) for m in corridor.members]
+    own = {x.id: recommend(site.id, x, demands[x.id], running=running[x.id], now=now,
+                           max_age_s=max_age_s, stability=stability) for x in members}
+    failed = [i for i, r in own.items() if r.status != "recommended"]
+    if failed:
+        why = (f"corridor {corridor.id}: {', '.join(failed)} cannot be planned now: every "
+               "member keeps its running plan (coordination needs them all)")
+        return [_keep_running(running[x.id], why, own[x.id]) for x in members]
+    cycle = max(r.cycle_s for r in own.values())
+    cycle = min(cycle, *(x.timing.max_cycle_s for x in members))
+    made = {x.id: recommend(site.id, x, demands[x.id], running=running[x.id], now=now,
+                            max_age_s=max_age_s, stability=stability, cycle_s=cycle)
+            for x in members}
+    failed = [i for i, r in made.items() if r.status != "recommended" or r.cycle_s != cycle]
+    if failed:
+        why = (f"corridor {corridor.id}: {', '.join(failed)} cannot run the common "
+               f"{cycle:g} s cycle within its bounds: every member keeps its running plan")
+        return [_keep_running(running[x.id], why, made[x.id]) for x in members]
+    plans = {i: Plan(cycle_s=r.cycle_s, greens_s=r.greens_s, offset_s=0.0)
+             for i, r in made.items()}
+    stops = []
+    for member, x in zip(corridor.members, members, strict=True):
+        inbound = member.inbound_phase or member.outbound_phase
+        stops.append(CorridorStop(
+            x.id, member.position_m,
+            green_start_s(x, plans[x.id], member.outbound_phase),
+            plans[x.id].greens_s[member.outbound_phase],
+            green_start_s(x, plans[x.id], inbound), plans[x.id].greens_s[inbound]))
+    band = corridor_offsets(stops, cycle_s=cycle, speed_mps=corridor.speed_kmh / 3.6,
+                            inbound_weight=corridor.inbound_weight)
+    first = corridor.members[0].intersection
+    base = running[first].offset_s
+    out = []
+    for x in members:
+        recommendation = made[x.id]
+        offset = (base + band.offsets_s[x.id]) % cycle
+        out.append(recommendation.model_copy(update={
+            "offset_s": offset,
+            "reasons": [*recommendation.reasons,
+                        f"corridor {corridor.id}: common cycle {cycle:g} s (the longest its "
+                        f"members need), offset {offset:g} s", *band.reasons],
+            "inputs": {**recommendation.inputs, "corridor": {
+                "id": corridor.id, "cycle_s": cycle, "speed_kmh": corridor.speed_kmh,
+                "outbound_band_s": band.outbound_s, "inbound_band_s": band.inbound_s,
+                "own_cycles_s": {i: r.cycle_s for i, r in own.items()}}},
+        }))
+    return out
+
+
+def _keep_running(running: Plan, why: str, made: TimingRecommendation
+                  ) -> TimingRecommendation:
+    if made.status == "fallback":
+        return made.model_copy(update={"reasons": [*made.reasons, why]})
+    # Its own plan was fine, but it cannot run alone: the running plan stays, assessed as
+    # ``recommend`` assessed it.
+    return made.model_copy(update={
+        "status": "fallback", "cycle_s": running.cycle_s, "greens_s": dict(running.greens_s),
+        "offset_s": running.offset_s, "expected_delay_s": made.running_delay_s,
+        "approaches": made.running_approaches, "reasons": [why, *made.reasons]})

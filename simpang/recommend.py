@@ -138,8 +138,10 @@ def recommend(
     max_age_s: float = DEFAULT_MAX_AGE_S,
     stability: bool = True,
     mode: Literal["plan", "adaptive"] = "plan",
+    cycle_s: float | None = None,
 ) -> TimingRecommendation:
-    """The plan for the current demand, or the running plan with the reason it stays."""
+    """The plan for the current demand, or the running plan with the reason it stays.
+    ``cycle_s`` sets the cycle (a corridor's common one) instead of Webster's."""
     flows = demand.flows()
     lane_flows = {key: value.flow_pcu_per_hour for key, value in flows.items()}
     reasons: list[str] = []
@@ -162,7 +164,8 @@ def recommend(
     lane_flows = _uncapped(intersection, lane_flows, running, reasons)
     groups = lane_groups(intersection, lane_flows)
     before = evaluate_plan(intersection, running, groups)
-    timing = webster_timing(intersection, lane_flows, running=running, stability=stability)
+    timing = webster_timing(intersection, lane_flows, running=running, stability=stability,
+                            cycle_s=cycle_s)
     plan = timing.plan
     status: Literal["recommended", "fallback"] = "recommended"
     if missing or stale:

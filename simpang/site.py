@@ -339,6 +339,30 @@ class SensorLocation(_Model):
     kind: Literal["loop", "radar", "counter"]
 
 
+class CorridorMember(_Model):
+    """One coordinated intersection of a corridor."""
+
+    intersection: Slug
+    position_m: float = Field(ge=0, description=(
+        "Distance along the corridor from its first intersection, in metres."))
+    outbound_phase: Slug = Field(description=(
+        "The phase that gives the outbound direction (first → last intersection) its green."))
+    inbound_phase: Slug | None = Field(None, description=(
+        "The phase that gives the inbound direction its green; the outbound one by default."))
+
+
+class Corridor(_Model):
+    """Intersections on one arterial run as a green wave: a common cycle and offsets that
+    maximise the green band at the progression speed (see :mod:`simpang.corridor`)."""
+
+    id: Slug
+    name: str = ""
+    speed_kmh: float = Field(40.0, gt=0, le=100, description="Progression speed.")
+    inbound_weight: float = Field(1.0, ge=0, le=10, description=(
+        "Weight of the inbound band against the outbound one (0: one-way progression)."))
+    members: list[CorridorMember] = Field(min_length=2)
+
+
 class Simulation(_Model):
     """The SUMO scenario a site was imported from (see ``simpang scenario import``)."""
 
@@ -354,6 +378,7 @@ class Site(_Model):
     timezone: str = Field("Asia/Makassar", description="IANA time zone of the site.")
     pcu_factors: PcuFactors = Field(default_factory=PcuFactors)
     intersections: list[Intersection] = Field(min_length=1)
+    corridors: list[Corridor] = Field(default_factory=list)
     simulation: Simulation | None = None
 
     @field_validator("timezone")
@@ -372,7 +397,24 @@ class Site(_Model):
             [s.device_id for i in self.intersections for s in i.sensors], "sensor device_id"
         )
         _require_unique([c.id for i in self.intersections for c in i.cameras], "camera id")
+        _require_unique([c.id for c in self.corridors], "corridor id")
+        _require_unique([m.intersection for c in self.corridors for m in c.members],
+                        "corridor member (an intersection runs in one corridor at most)")
+        phases = {i.id: {p.id for p in i.phases} for i in self.intersections}
+        for corridor in self.corridors:
+            for member in corridor.members:
+                if member.intersection not in phases:
+                    raise ValueError(f"corridor {corridor.id!r} names unknown intersection "
+                                     f"{member.intersection!r}")
+                for phase in (member.outbound_phase, member.inbound_phase):
+                    if phase is not None and phase not in phases[member.intersection]:
+                        raise ValueError(f"corridor {corridor.id!r}: {member.intersection!r} "
+                                         f"has no phase {phase!r}")
         return self
+
+    def corridor_of(self, intersection_id: str) -> Corridor | None:
+        return next((c for c in self.corridors
+                     if any(m.intersection == intersection_id for m in c.members)), None)
 
     def intersection(self, intersection_id: str) -> Intersection:
         for intersection in self.intersections:

@@ -304,12 +304,14 @@ def webster_timing(
     running: Plan | None = None,
     stability: bool = True,
     offset_s: float | None = None,
+    cycle_s: float | None = None,
 ) -> Timing:
     """The plan for the measured flows (PCU/h per ``(approach, lane)``).
 
     ``running`` is the plan now in force (the site's by default); with ``stability`` the new
     cycle and greens move at most the site's ``max_cycle_change_s``/``max_green_change_s``
-    from it.
+    from it. ``cycle_s`` replaces Webster's cycle (a corridor's common cycle); the bounds
+    still apply.
     """
     running = running or intersection.plan
     limits = intersection.timing
@@ -334,7 +336,10 @@ def webster_timing(
     shortest = sum(lows) + lost_s
     longest = sum(highs) + lost_s
     webster: float | None = None
-    if y_total >= 0.95:
+    if cycle_s is not None:
+        cycle = cycle_s
+        reasons.append(f"common cycle of the corridor: {cycle_s:g} s")
+    elif y_total >= 0.95:
         cycle = limits.max_cycle_s
         reasons.append(f"Y ≥ 0.95: demand at or above capacity, longest cycle {cycle:g} s")
     else:

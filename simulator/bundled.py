@@ -104,9 +104,12 @@ def build_scenario(name: str, cache_dir: Path) -> BuiltScenario:
     )
     if result.warnings:
         raise SumoError(f"bundled scenario {name!r} imports with warnings: {result.warnings}")
+    # What the network cannot say: which intersections run as a green wave.
+    site = Site.model_validate({**result.site.model_dump(),
+                                "corridors": meta.get("corridors", [])})
     (staging / f"{name}.site.yaml").write_text(
         f"# Built from simulator/scenarios/{name} by simpang; edit the sources, not this.\n"
-        + site_to_yaml(result.site),
+        + site_to_yaml(site),
         encoding="utf-8",
     )
     if out.exists():

@@ -24,6 +24,7 @@ from simpang.adaptive import (
     forecast_horizon_s,
     longest_greens_s,
 )
+from simpang.corridor import recommend_corridor
 from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics, ReadingsBatch, TimingRecommendation
 from simpang.site import Intersection, Phase, Plan, Site
@@ -89,6 +90,7 @@ class SimpangPlan:
         self._run: SumoRun | None = None
         self._cycles_seen: dict[str, int] = dict.fromkeys(self.demand, 0)
         self._last_cycle_start: dict[str, float] = {}
+        self._waiting: dict[str, Plan] = {}
 
     def attach(self, run: SumoRun) -> None:
         self._run = run
@@ -109,17 +111,44 @@ class SimpangPlan:
                 continue
             self._last_cycle_start[intersection_id] = t_s
             self._cycles_seen[intersection_id] += 1
+            waiting = self._waiting.pop(intersection_id, None)
+            if waiting is not None:
+                # A corridor plan made at another member's cycle start.
+                signals.apply_plan(intersection_id, waiting, align=True)
+                continue
             if self._cycles_seen[intersection_id] % self.every_cycles:
                 continue
-            recommendation = recommend(
-                self.site.id, demand.intersection, demand, running=plan,
-                now=self._run.timestamp(t_s), max_age_s=self.max_age_s)
-            self.recommendations.append(recommendation)
-            if recommendation.status == "recommended" and plan_of(recommendation) != plan:
+            now = self._run.timestamp(t_s)
+            corridor = self.site.corridor_of(intersection_id)
+            if corridor is not None and any(m.intersection not in self.demand
+                                            for m in corridor.members):
+                corridor = None  # a member the simulation does not control
+            if corridor is None:
+                made = [recommend(self.site.id, demand.intersection, demand, running=plan,
+                                  now=now, max_age_s=self.max_age_s)]
+            else:
+                members = [m.intersection for m in corridor.members]
+                made = recommend_corridor(
+                    self.site, corridor, {m: self.demand[m] for m in members},
+                    {m: signals.plan(m) for m in members}, now=now, max_age_s=self.max_age_s)
+                for member in members:
+                    if member != intersection_id:
+                        # Its own cycle count restarts: the corridor was just planned.
+                        self._cycles_seen[member] = 0
+            self.recommendations += made
+            for recommendation in made:
                 new = plan_of(recommendation)
-                # Start the new cycle now: no phase is cut short by the change.
-                signals.apply_plan(intersection_id, new.model_copy(
-                    update={"offset_s": t_s % new.cycle_s}))
+                member = recommendation.intersection
+                if recommendation.status != "recommended" or new == signals.plan(member):
+                    continue
+                if corridor is None:
+                    # Start the new cycle now: no phase is cut short by the change.
+                    signals.apply_plan(member, new.model_copy(
+                        update={"offset_s": t_s % new.cycle_s}))
+                elif member == intersection_id:
+                    signals.apply_plan(member, new, align=True)
+                else:
+                    self._waiting[member] = new
 
 
 class MaxPressure:

@@ -76,6 +76,8 @@ class _Controlled:
     program: list[tuple[float, str]]
     pending: _Pending | None = None
     plan_changes: list[tuple[float, Plan]] = field(default_factory=list)
+    align_to_s: float | None = None
+    """Cycle start (mod cycle) still to reach by dwelling, after an aligned plan change."""
 
 
 class Signals:
@@ -111,15 +113,52 @@ class Signals:
         """(simulated time, plan) of every plan applied, the site's own at the start first."""
         return list(self._controlled[intersection_id].plan_changes)
 
-    def apply_plan(self, intersection_id: str, plan: Plan) -> None:
-        """Run ``plan`` from now on (validated against the intersection first)."""
+    def apply_plan(self, intersection_id: str, plan: Plan, *, align: bool = False) -> None:
+        """Run ``plan`` from now on (validated against the intersection first).
+
+        Without ``align`` the programme jumps to where ``plan.offset_s`` puts it now. With
+        ``align`` (call it at a cycle start) the new cycle starts now and the first phase's
+        green dwells, within its maximum, at this and later cycle starts until the cycle
+        starts at ``plan.offset_s``: how a coordinated controller moves to a new offset
+        without cutting any green short.
+        """
         controlled = self._controlled[intersection_id]
         intersection = controlled.intersection.model_copy(update={"plan": plan})
         checked = type(intersection).model_validate(intersection.model_dump())
-        controlled.plan = checked.plan
         controlled.program = program_phases(checked.phases, checked.plan)
         controlled.pending = None
+        if not align:
+            controlled.plan = checked.plan
+            controlled.align_to_s = None
+            self._install(controlled)
+            return
+        now = self._traci.simulation.getTime()
+        controlled.plan = checked.plan.model_copy(update={"offset_s": now % checked.plan.cycle_s})
         self._install(controlled)
+        controlled.plan = checked.plan
+        controlled.align_to_s = checked.plan.offset_s
+        self._dwell(controlled, now)
+
+    def _dwell(self, controlled: _Controlled, now: float) -> None:
+        """At a cycle start: lengthen the first green towards the target offset."""
+        if controlled.align_to_s is None:
+            return
+        cycle = controlled.plan.cycle_s
+        late_s = (controlled.align_to_s - now) % cycle
+        first = controlled.intersection.phases[0]
+        green = controlled.program[0][0]
+        tls = controlled.intersection.sumo_tls
+        spent = self._traci.trafficlight.getSpentDuration(tls)
+        early_s = cycle - late_s
+        if early_s <= min(5.0, green - first.min_green_s):
+            # A few seconds behind: a shorter first green catches up.
+            self._traci.trafficlight.setPhaseDuration(tls, green - early_s - spent)
+            controlled.align_to_s = None
+            return
+        extra = min(late_s, first.max_green_s - green)
+        self._traci.trafficlight.setPhaseDuration(tls, green + extra - spent)
+        if extra >= late_s:
+            controlled.align_to_s = None
 
     def switch_to(self, intersection_id: str, phase_id: str, green_s: float) -> None:
         """End the current green (through its intergreen) and serve ``phase_id`` next."""
@@ -196,7 +235,13 @@ class Signals:
         SUMO moves on to the programme's next green when the intergreen ends; in that same
         step, before any vehicle moved on it, the requested phase replaces it.
         """
+        step_s = self._traci.simulation.getDeltaT()
         for controlled in self._controlled.values():
+            if controlled.align_to_s is not None:
+                tls = controlled.intersection.sumo_tls
+                if (self._traci.trafficlight.getPhase(tls) == 0
+                        and self._traci.trafficlight.getSpentDuration(tls) <= step_s + 1e-9):
+                    self._dwell(controlled, self._traci.simulation.getTime())
             pending = controlled.pending
             if pending is None:
                 continue

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from simpang.adaptive import DemandForecast, adaptive_recommendation, forecast_horizon_s
+from simpang.corridor import recommend_corridor
 from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics, PlanReport, TimingRecommendation
 from simpang.settings import TimingSettings
@@ -46,28 +47,36 @@ class TimingService:
                           * self.running[intersection_id].cycle_s)
         return last is None or now - last >= every
 
-    def _make(self, intersection_id: str, now: datetime) -> TimingRecommendation:
+    def _make(self, intersection_id: str, now: datetime) -> list[TimingRecommendation]:
+        """The recommendation due for ``intersection_id``; in plan mode, for every member of
+        its corridor at once (they share a cycle and their offsets make the green band)."""
         intersection = self.intersections[intersection_id]
-        running = self.running[intersection_id]
+        corridor = self.site.corridor_of(intersection_id)
         if self.settings.mode == "adaptive":
+            running = self.running[intersection_id]
             newest = self._last_data.get(intersection_id, now)
-            made = adaptive_recommendation(
+            made = [adaptive_recommendation(
                 self.site.id, intersection, self.demand[intersection_id],
                 self.forecast[intersection_id], running=running, now=now,
                 timezone=self.site.timezone,
                 horizon_s=forecast_horizon_s((now - newest).total_seconds(), running.cycle_s,
                                              self._window_s),
-                max_age_s=self.settings.max_age_s, headroom=self.settings.headroom)
+                max_age_s=self.settings.max_age_s, headroom=self.settings.headroom)]
+        elif corridor is not None:
+            made = recommend_corridor(self.site, corridor, self.demand, self.running, now=now,
+                                      max_age_s=self.settings.max_age_s)
         else:
-            made = recommend(self.site.id, intersection, self.demand[intersection_id],
-                             running=running, now=now, max_age_s=self.settings.max_age_s)
-        self._last_made[intersection_id] = now
-        # Once its controller reports what it runs, that is the running plan, not a guess.
-        # An adaptive controller runs its own greens within the plan's bounds: no adoption.
-        if (made.status == "recommended" and self.settings.assume_adopted
-                and self.settings.mode == "plan"
-                and intersection_id not in self._reported):
-            self.running[intersection_id] = plan_of(made)
+            made = [recommend(self.site.id, intersection, self.demand[intersection_id],
+                              running=self.running[intersection_id], now=now,
+                              max_age_s=self.settings.max_age_s)]
+        for recommendation in made:
+            self._last_made[recommendation.intersection] = now
+            # Once its controller reports what it runs, that is the running plan, not a
+            # guess. An adaptive controller runs its own greens within the plan's bounds.
+            if (recommendation.status == "recommended" and self.settings.assume_adopted
+                    and self.settings.mode == "plan"
+                    and recommendation.intersection not in self._reported):
+                self.running[recommendation.intersection] = plan_of(recommendation)
         return made
 
     def on_plan(self, report: PlanReport) -> bool:
@@ -96,7 +105,7 @@ class TimingService:
             self._last_data[intersection_id] = max(
                 newest, self._last_data.get(intersection_id, newest))
             if self._due(intersection_id, newest):
-                out.append(self._make(intersection_id, newest))
+                out += self._make(intersection_id, newest)
         return out
 
     def on_clock(self, now: datetime) -> list[TimingRecommendation]:
@@ -109,7 +118,7 @@ class TimingService:
                 continue  # never heard of: nothing to say yet
             overdue = last is None or (now - last).total_seconds() > self.settings.max_age_s
             if overdue and self._due(intersection_id, now):
-                out.append(self._make(intersection_id, now))
+                out += self._make(intersection_id, now)
         return out
 
     def forget(self) -> None:

@@ -13,9 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simpang.adaptive import DemandForecast, PhaseTraffic, TimeOfDayProfile, decide_green
-from simpang.corridor import CorridorStop, bandwidths, corridor_offsets
-from simpang.records import ApproachMetrics
+from simpang.corridor import CorridorStop, bandwidths, corridor_offsets, green_start_s
+from simpang.recommend import plan_of
+from simpang.records import ApproachMetrics, TimingRecommendation
 from simpang.settings import TimingSettings
+from simpang.site import Site
+from simpang.timing_safety import check_plan
 from simulator.bundled import build_scenario
 from simulator.controllers import SimpangAdaptive
 from streams.timing import TimingService
@@ -214,3 +217,71 @@ def test_the_agent_in_adaptive_mode_recommends_what_the_evaluator_plans(
     assert all(last.inputs["longest_greens_s"][p] >= g for p, g in last.greens_s.items())
     # Not adopted as a fixed plan: the controller runs its own greens within these bounds.
     assert service.running[intersection.id] == intersection.plan
+
+
+def corridor_rows(site: Site, end: datetime, arterial_pcu: float, side_pcu: float,
+                  members: list[str] | None = None) -> list[ApproachMetrics]:
+    return [ApproachMetrics(
+        site=site.id, intersection=x.id, approach=a.id, lane=lane.id, window="300s-every-60s",
+        window_start=end - timedelta(minutes=5), window_end=end, counts={},
+        flow_veh_per_hour=0,
+        flow_pcu_per_hour=arterial_pcu if a.id in ("east", "west") else side_pcu,
+        occupancy_pct=None, mean_speed_kmh=None, readings=5)
+        for x in site.intersections if members is None or x.id in members
+        for a in x.approaches for lane in a.lanes]
+
+
+def test_corridor_members_are_planned_together_for_the_widest_green_band(
+        scenario_cache: Path) -> None:
+    site = build_scenario("corridor", scenario_cache).site()
+    corridor = site.corridors[0]
+    service = TimingService(site, TimingSettings(every_cycles=1))
+    start = datetime(2026, 1, 5, 10, 0, tzinfo=ZoneInfo(site.timezone))
+    made: list[TimingRecommendation] = []
+    for minute in range(6):
+        # J2's side road is busier: alone, it would want a longer cycle than the others.
+        end = start + timedelta(minutes=minute)
+        made += service.on_metrics(corridor_rows(site, end, 500, 150, ["J1", "J3"]))
+        made += service.on_metrics(corridor_rows(site, end, 500, 300, ["J2"]))
+    last = {r.intersection: r for r in made}
+    assert set(last) == {"J1", "J2", "J3"}
+    assert all(r.status == "recommended" for r in last.values()), [
+        r.reasons for r in last.values()]
+    cycles = {r.cycle_s for r in last.values()}
+    assert len(cycles) == 1
+    own = last["J1"].inputs["corridor"]["own_cycles_s"]
+    assert cycles == {max(own.values())} and len(set(own.values())) > 1
+    for r in last.values():
+        assert check_plan(site.intersection(r.intersection), plan_of(r)) == []
+        assert any(reason.startswith("green band at 40 km/h") for reason in r.reasons)
+    # The offsets give the band the reasons claim, and no offsets give a wider one.
+    cycle = cycles.pop()
+    stops = [CorridorStop(m.intersection, m.position_m,
+                          green_start_s(site.intersection(m.intersection),
+                                        plan_of(last[m.intersection]), "p1"),
+                          last[m.intersection].greens_s["p1"]) for m in corridor.members]
+    offsets = [last[m.intersection].offset_s - last["J1"].offset_s for m in corridor.members]
+    outbound, inbound = bandwidths(stops, offsets, cycle, 40 / 3.6)
+    band = last["J1"].inputs["corridor"]
+    assert (outbound, inbound) == (band["outbound_band_s"], band["inbound_band_s"])
+    assert outbound > 0 and inbound > 0
+    for shift in range(0, int(cycle), 7):
+        other = bandwidths(stops, [0.0, float(shift), offsets[2]], cycle, 40 / 3.6)
+        assert sum(other) <= outbound + inbound + 1e-9
+    # The plans are adopted: the next ones start from them.
+    assert all(service.running[i] == plan_of(r) for i, r in last.items())
+
+
+def test_a_corridor_keeps_its_running_plans_when_one_member_has_no_data(
+        scenario_cache: Path) -> None:
+    site = build_scenario("corridor", scenario_cache).site()
+    service = TimingService(site, TimingSettings(every_cycles=1))
+    end = datetime(2026, 1, 5, 10, 0, tzinfo=ZoneInfo(site.timezone))
+    made = service.on_metrics(corridor_rows(site, end, 500, 150, ["J1", "J2"]))
+    assert {r.intersection for r in made} == {"J1", "J2", "J3"}
+    for r in made:
+        assert r.status == "fallback"
+        assert any("J3 cannot be planned now" in reason for reason in r.reasons)
+        running = site.intersection(r.intersection).plan
+        assert (r.cycle_s, r.greens_s, r.offset_s) == (
+            running.cycle_s, running.greens_s, running.offset_s)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import cv2
 import pytest
 
+from simpang.recommend import plan_of
 from simpang.site import Intersection
 from simpang.timing_safety import check_plan
 from simulator.bundled import build_scenario
@@ -272,3 +273,51 @@ def test_evaluate_command_prints_each_controller_with_confidence(tmp_path: Path)
         capture_output=True, text=True, env=env, check=False, timeout=60)
     assert bad.returncode == 1
     assert "unknown controller(s) simpang-magic" in bad.stdout + bad.stderr
+
+
+def test_plan_mode_moves_a_corridor_to_its_green_band_without_cutting_greens(
+        scenario_cache: Path, tmp_path: Path) -> None:
+    import libsumo
+
+    built = build_scenario("corridor", scenario_cache)
+    site = built.site()
+    controller = SimpangPlan(site, every_cycles=1)
+    run = SumoRun(site, built.sumocfg, tmp_path / "run", seed=4, begin_s=10 * 3600,
+                  end_s=10 * 3600 + 2400, day=DAY, controller=controller)
+    states: dict[str, list[str]] = {i.id: [] for i in site.intersections}
+    cycle_starts: dict[str, list[float]] = {i.id: [] for i in site.intersections}
+    with run:
+        controller.attach(run)
+        assert run.signals is not None
+        while not run.finished():
+            t_s = run.step()
+            if t_s >= run.end_s - 600:  # type: ignore[operator]
+                controller.every_cycles = 10**6  # no new plans: the last ones settle
+            readings = run.readings_due()
+            if readings:
+                controller.observe(readings, run.timestamp(t_s))
+            for intersection in site.intersections:
+                tls = intersection.sumo_tls
+                states[intersection.id].append(libsumo.trafficlight.getRedYellowGreenState(tls))
+                if (libsumo.trafficlight.getPhase(tls) == 0
+                        and libsumo.trafficlight.getSpentDuration(tls) <= 0.5):
+                    cycle_starts[intersection.id].append(t_s)
+        in_force = {i.id: run.signals.plan(i.id) for i in site.intersections}
+    for intersection in site.intersections:
+        _green_changes_are_safe(states[intersection.id], intersection)
+    coordinated = [r for r in controller.recommendations if r.status == "recommended"
+                   and "corridor" in r.inputs]
+    assert len(coordinated) >= 6, [r.reasons for r in controller.recommendations]
+    # The last corridor plan: one cycle, and by the end every member's cycle starts where
+    # its offset says (the dwell moved it there), so the band is what the plan promised.
+    last = {r.intersection: r for r in coordinated}
+    assert {i: plan_of(r) for i, r in last.items()} == in_force
+    assert len({r.cycle_s for r in last.values()}) == 1
+    cycle = next(iter(last.values())).cycle_s
+    assert len({r.offset_s for r in last.values()}) == 3
+    for intersection_id, recommendation in last.items():
+        starts = cycle_starts[intersection_id][-3:]
+        for start in starts:
+            error = (start - recommendation.offset_s) % cycle
+            assert min(error, cycle - error) <= 1.0, (intersection_id, starts,
+                                                      recommendation.offset_s)
