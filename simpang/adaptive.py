@@ -136,9 +136,6 @@ class DemandForecast:
             self.update_lane(lane, flow.flow_pcu_per_hour, flow.window_end.timestamp(),
                              seconds_of_day(flow.window_end, timezone))
 
-    def lanes(self) -> list[LaneKey]:
-        return sorted(self._lanes)
-
     def level(self, lane: LaneKey) -> float:
         return self._lanes[lane].level
 
@@ -194,15 +191,19 @@ def adaptive_recommendation(
     running: Plan,
     now: datetime,
     timezone: str,
-    horizon_s: float,
+    newest_window_end: datetime,
+    window_s: float,
     max_age_s: float,
     headroom: float = DEFAULT_HEADROOM,
     queue_factors: Mapping[LaneKey, float] | None = None,
 ) -> TimingRecommendation:
-    """The adaptive mode's plan for the next cycle: :func:`~simpang.recommend.recommend` on
-    the flows forecast ``horizon_s`` ahead (the same guardrails, safety check and fallbacks
-    as plan mode, without the per-step stability limit: greens move cycle by cycle anyway).
-    Its inputs add the forecast, the measured flows and each phase's longest green."""
+    """The adaptive mode's plan for the cycle starting at ``now``:
+    :func:`~simpang.recommend.recommend` on the flows forecast to that cycle (see
+    :func:`forecast_horizon_s`; the same guardrails, safety check and fallbacks as plan mode,
+    without the per-step stability limit: greens move cycle by cycle anyway). Its inputs add
+    the forecast, the measured flows and each phase's longest green."""
+    horizon_s = forecast_horizon_s((now - newest_window_end).total_seconds(), running.cycle_s,
+                                   window_s)
     flows = forecast.forecast(horizon_s, seconds_of_day=seconds_of_day(now, timezone))
     raised = {lane: factor for lane, factor in (queue_factors or {}).items()
               if factor > 1.0 and lane in flows}

@@ -176,10 +176,9 @@ def lane_groups(intersection: Intersection, lane_flows_pcu_per_hour: Mapping[Lan
         conditions)
     groups = []
     for phase in intersection.phases:
-        served = _served(phase)
+        served = set(served_lanes(intersection, phase))
         for approach in intersection.approaches:
-            lanes = [lane for lane in approach.lanes
-                     if any((approach.id, m) in served for m in lane.movements)]
+            lanes = [lane for lane in approach.lanes if (approach.id, lane.id) in served]
             if not lanes:
                 continue
             grade_factor = 1.0 - 0.01 * max(approach.grade_pct, 0.0)
@@ -213,6 +212,13 @@ def _busiest(group: LaneGroup) -> str:
 
 def _served(phase: Phase) -> set[tuple[str, str]]:
     return {tuple(ref.split(":", 1)) for ref in phase.movements}  # type: ignore[misc]
+
+
+def served_lanes(intersection: Intersection, phase: Phase) -> list[LaneKey]:
+    """The lanes with a movement ``phase`` serves."""
+    served = _served(phase)
+    return [(a.id, lane.id) for a in intersection.approaches for lane in a.lanes
+            if any((a.id, m) in served for m in lane.movements)]
 
 
 def lost_time_s(intersection: Intersection) -> float:

@@ -75,6 +75,16 @@ class WindowSpec:
         return f"{self.size_s}s-every-{self.step_s}s"
 
     @classmethod
+    def from_label(cls, label: str) -> WindowSpec:
+        """The inverse of :attr:`label`.
+
+        >>> WindowSpec.from_label("300s-every-60s"), WindowSpec.from_label("60s").label
+        (WindowSpec(size_s=300, step_s=60), '60s')
+        """
+        size, _, step = label.partition("-every-")
+        return cls(int(size.removesuffix("s")), int((step or size).removesuffix("s")))
+
+    @classmethod
     def parse(cls, text: str) -> WindowSpec:
         """``"60"`` → tumbling 60 s; ``"300/60"`` → hopping 300 s every 60 s."""
         size, _, step = text.partition("/")

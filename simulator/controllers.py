@@ -21,14 +21,13 @@ from simpang.adaptive import (
     ResidualQueues,
     adaptive_recommendation,
     decide_green,
-    forecast_horizon_s,
     longest_greens_s,
 )
 from simpang.corridor import recommend_corridor
 from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics, ReadingsBatch, TimingRecommendation
-from simpang.site import Intersection, Phase, Plan, Site
-from simpang.timing import minimum_green_s
+from simpang.site import Intersection, Plan, Site
+from simpang.timing import minimum_green_s, served_lanes
 from simpang.windows import WindowedAggregator, WindowSpec
 from simulator.signals import GREEN, Signals, program_phases
 from streams.ingest import ReadingValidator
@@ -310,7 +309,7 @@ class SimpangAdaptive:
             i: longest_greens_s(x, x.plan, headroom) for i, x in self.intersections.items()}
         self.residual = {i: ResidualQueues() for i in self.intersections}
         self._lanes_by_phase = {
-            i: {p.id: self._served_lanes(x, p) for p in x.phases}
+            i: {p.id: served_lanes(x, p) for p in x.phases}
             for i, x in self.intersections.items()}
         self._planned: dict[str, dict[str, float]] = {
             i: dict(x.plan.greens_s) for i, x in self.intersections.items()}
@@ -323,11 +322,6 @@ class SimpangAdaptive:
         self._last_moving: dict[str, float] = {}
         self._run: SumoRun | None = None
         self._newest_window_end: datetime | None = None
-
-    def _served_lanes(self, intersection: Intersection, phase: Phase) -> list[tuple[str, str]]:
-        served = {tuple(ref.split(":", 1)) for ref in phase.movements}
-        return [(a.id, lane.id) for a in intersection.approaches for lane in a.lanes
-                if any((a.id, m) in served for m in lane.movements)]
 
     def _zone_id(self, intersection_id: str, approach: str, lane: str) -> str:
         return f"{self.ZONE_PREFIX}{intersection_id}|{approach}|{lane}"
@@ -365,7 +359,7 @@ class SimpangAdaptive:
             self._may_skip[intersection_id] = {}
             phases = intersection.phases
             for index, phase in enumerate(phases):
-                lanes = self._served_lanes(intersection, phase)
+                lanes = served_lanes(intersection, phase)
                 mine = [loops[k] for k in lanes if k in loops]
                 self._loops[intersection_id][phase.id] = mine
                 # A standing queue starts moving about 2 s after green and its start-up
@@ -377,7 +371,7 @@ class SimpangAdaptive:
                 following = phases[(index + 1) % len(phases)]
                 self._may_skip[intersection_id][phase.id] = not any(
                     a in GREEN and b in GREEN for a, b in zip(
-                        phase.sumo_state or "", following.sumo_state or "", strict=False))
+                        phase.sumo_state or "", following.sumo_state or "", strict=True))
                 self._zones[intersection_id][phase.id] = [
                     self._zone_id(intersection_id, a, lane) for a, lane in lanes if a in watched]
 
@@ -397,14 +391,11 @@ class SimpangAdaptive:
                  ) -> TimingRecommendation:
         """The adaptive recommendation for the cycle starting at ``now`` (what the timing
         agent in adaptive mode makes from the same metrics)."""
-        newest = self._newest_window_end or now
         return adaptive_recommendation(
             self.site.id, self.intersections[intersection_id], self.demand[intersection_id],
             self.forecast[intersection_id], running=running, now=now,
-            timezone=self.site.timezone,
-            horizon_s=forecast_horizon_s((now - newest).total_seconds(), running.cycle_s,
-                                         self.window.size_s),
-            max_age_s=self.max_age_s, headroom=self.headroom,
+            timezone=self.site.timezone, newest_window_end=self._newest_window_end or now,
+            window_s=self.window.size_s, max_age_s=self.max_age_s, headroom=self.headroom,
             queue_factors=self.residual[intersection_id].lane_factors(
                 self._lanes_by_phase[intersection_id]))
 

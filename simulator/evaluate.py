@@ -13,6 +13,7 @@ confidence interval of a mean over seeds uses Student's t.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import xml.etree.ElementTree as ET
@@ -118,7 +119,10 @@ def run_once(site: Site, sumocfg: Path, controller_name: str, seed: int, work_di
     return replace(measures, plans=plans)
 
 
+@functools.cache
 def lane_lengths_m(sumocfg: Path) -> dict[str, float]:
+    """Every lane's length in the scenario's network (read once per process: each run of
+    the same scenario asks again)."""
     import sumolib
 
     from simulator.sumo_tools import read_sumocfg

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from simpang.adaptive import DemandForecast, adaptive_recommendation, forecast_horizon_s
+from simpang.adaptive import DemandForecast, adaptive_recommendation
 from simpang.corridor import recommend_corridor
 from simpang.recommend import LaneDemand, plan_of, recommend
 from simpang.records import ApproachMetrics, PlanReport, TimingRecommendation
@@ -35,7 +35,7 @@ class TimingService:
         self.intersections = {i.id: i for i in site.intersections}
         self.demand = {i.id: LaneDemand(i, settings.window) for i in site.intersections}
         self.forecast = {i.id: DemandForecast() for i in site.intersections}
-        self._window_s = _window_size_s(settings.window)
+        self._window_s = float(WindowSpec.from_label(settings.window).size_s)
         self.running: dict[str, Plan] = {i.id: i.plan for i in site.intersections}
         self._last_made: dict[str, datetime] = {}
         self._last_data: dict[str, datetime] = {}
@@ -53,15 +53,13 @@ class TimingService:
         intersection = self.intersections[intersection_id]
         corridor = self.site.corridor_of(intersection_id)
         if self.settings.mode == "adaptive":
-            running = self.running[intersection_id]
-            newest = self._last_data.get(intersection_id, now)
             made = [adaptive_recommendation(
                 self.site.id, intersection, self.demand[intersection_id],
-                self.forecast[intersection_id], running=running, now=now,
-                timezone=self.site.timezone,
-                horizon_s=forecast_horizon_s((now - newest).total_seconds(), running.cycle_s,
-                                             self._window_s),
-                max_age_s=self.settings.max_age_s, headroom=self.settings.headroom)]
+                self.forecast[intersection_id], running=self.running[intersection_id],
+                now=now, timezone=self.site.timezone,
+                newest_window_end=self._last_data.get(intersection_id, now),
+                window_s=self._window_s, max_age_s=self.settings.max_age_s,
+                headroom=self.settings.headroom)]
         elif corridor is not None:
             made = recommend_corridor(self.site, corridor, self.demand, self.running, now=now,
                                       max_age_s=self.settings.max_age_s)
@@ -127,7 +125,3 @@ class TimingService:
         self._last_made.clear()
         self._reported.clear()
 
-
-def _window_size_s(label: str) -> float:
-    """``300s-every-60s`` → 300, ``60s`` → 60."""
-    return float(WindowSpec.parse(label.split("-every-")[0].rstrip("s")).size_s)
