@@ -10,8 +10,10 @@ night, day in rain, night in rain. Each scene warms up 180 simulated seconds, th
 
 ``count_accuracy``: 1 − Σ|counted − true| / Σ true over every (camera, line, class,
 direction), true being the simulator's own counting-line crossings; per class and per scene
-the same sum restricted to them. Crossings in the last 5 s are left out on both sides (a
-vehicle standing on the line at the cut is counted by one and not the other).
+the same sum restricted to them; ``approach_count_accuracy`` the same with each camera's lane
+lines pooled (a vehicle counted on the next lane's line is right there). Crossings in the last
+5 s are left out on both sides (a vehicle standing on the line at the cut is counted by one
+and not the other).
 
 Baseline: OpenCV MOG2 background subtraction (shadows dropped, opened and closed) whose blobs
 go through the same tracker and counter; a blob's class comes from its width against the
@@ -19,6 +21,17 @@ lane's width on the counting line (< 0.45 motorcycle, < 1.3 car, else truck).
 
 MOTA and IDF1 (CLEAR MOT, IDF1) of the ONNX pipeline's tracks against ground-truth boxes at
 least 30 % visible and 16 px tall (tracks under 16 px are left out too).
+
+Turning movements: the four-arm scenes add a junction camera
+(:func:`simulator.importer.junction_camera` on the south approach: on a pole 30 m past the
+stop line, 18 m up, looking back across the junction; a view the default model never trained
+on) with an
+entry line on each approach and an exit line on each departing road it sees.
+``turning_movement_accuracy`` is 1 − Σ|counted − true| / Σ true over every (scene, movement,
+class), a true movement being a vehicle's simulator crossing of an entry line followed by one
+of an exit line, both inside the counted time; ``turning_movement_accuracy_all_classes`` the
+same with classes pooled. The junction camera's lines are not in ``count_accuracy`` (which
+stays comparable between runs) nor in MOTA/IDF1.
 
 Speed: ``fps_batch1`` / ``fps_batch8`` are frames per second through ``OnnxDetector.detect``
 (letterbox, inference, decoding, NMS) on 256 held-out frames at batch 1 and 8, on all cores
@@ -30,6 +43,7 @@ The last line printed is JSON with those figures.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -54,17 +68,20 @@ from detectors.mot_metrics import MotAccumulator
 from detectors.onnx_detector import OnnxDetector
 from detectors.pipeline import CameraCounter
 from simpang.settings import DEFAULT_MODEL_FILE, Settings
-from simpang.site import Camera
+from simpang.site import Camera, Site
 from simpang.vehicles import VehicleClass
-from simulator.camera import CameraRig, Conditions, LabelledBox
+from simulator.camera import CameraRig, Conditions, LabelledBox, LineCrossing
+from simulator.importer import junction_camera
 from simulator.simulate import parse_time_of_day, resolve_scenario
 from simulator.sumo_run import SumoRun
+from simulator.sumo_tools import read_sumocfg
 
 DAY = datetime(2026, 3, 10, tzinfo=ZoneInfo("Asia/Makassar"))
 WARMUP_S = 180.0
 CUT_S = 5.0
 MIN_TRACK_HEIGHT_PX = 16.0
 ID_SPACE = 1_000_000
+JUNCTION_APPROACH = "south"
 
 
 @dataclass(frozen=True)
@@ -74,15 +91,19 @@ class Scene:
     begin: str
     conditions: Conditions
     seed: int
+    junction_camera: bool = False
 
 
 SCENES = [
-    Scene("day", "four_arm", "07:40", Conditions("day", noise_sigma=4, jpeg_quality=70), 9101),
-    Scene("dusk", "four_arm", "17:40", Conditions("dusk", noise_sigma=4, jpeg_quality=70), 9102),
+    Scene("day", "four_arm", "07:40", Conditions("day", noise_sigma=4, jpeg_quality=70), 9101,
+          junction_camera=True),
+    Scene("dusk", "four_arm", "17:40", Conditions("dusk", noise_sigma=4, jpeg_quality=70), 9102,
+          junction_camera=True),
     Scene("night", "four_arm", "19:30", Conditions("night", noise_sigma=5, jpeg_quality=70),
-          9103),
+          9103, junction_camera=True),
     Scene("rain", "four_arm", "08:20", Conditions("day", rain=True, noise_sigma=4,
-                                                 jpeg_quality=70), 9104),
+                                                 jpeg_quality=70), 9104,
+          junction_camera=True),
     Scene("night-rain", "t_junction", "18:50", Conditions("night", rain=True, noise_sigma=5,
                                                           jpeg_quality=70), 9105),
 ]
@@ -128,6 +149,9 @@ class Tally:
     truth: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     onnx: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     baseline: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    true_movements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    movements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    baseline_movements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 def accuracy(truth: Counter[tuple[str, ...]], counted: Counter[tuple[str, ...]],
@@ -137,6 +161,14 @@ def accuracy(truth: Counter[tuple[str, ...]], counted: Counter[tuple[str, ...]],
     if total == 0:
         return None
     return round(1 - sum(abs(counted[k] - truth[k]) for k in keys) / total, 4)
+
+
+def pool_classes(counted: Counter[tuple[str, str, str]]) -> Counter[tuple[str, ...]]:
+    """(scene, movement, class) counts → (scene, movement) counts."""
+    pooled: Counter[tuple[str, ...]] = Counter()
+    for (scene, movement, _), count in counted.items():
+        pooled[(scene, movement)] += count
+    return pooled
 
 
 def jpeg(image: NDArray[np.uint8], quality: int) -> NDArray[np.uint8]:
@@ -151,15 +183,46 @@ def visible_truth(labels: list[LabelledBox]) -> tuple[NDArray[np.int64], NDArray
             np.array([b.box_xyxy for b in kept], np.float64).reshape(-1, 4))
 
 
+def with_junction_camera(site: Site, sumocfg: Path) -> Site:
+    """The site with a junction camera at its first intersection."""
+    import sumolib
+
+    net = sumolib.net.readNet(str(read_sumocfg(sumocfg).net_file))
+    intersection = site.intersections[0]
+    camera = junction_camera(net, intersection, JUNCTION_APPROACH)
+    changed = intersection.model_copy(update={"cameras": [*intersection.cameras, camera]})
+    return site.model_copy(update={"intersections": [changed, *site.intersections[1:]]})
+
+
+def true_movements(camera: Camera, crossings: list[LineCrossing], begin_s: float,
+                   cut_s: float) -> Counter[tuple[str, str]]:
+    """(movement, class) counts: each vehicle's crossing of a movement's entry line followed by
+    its next crossing, of the exit line, both between ``begin_s`` and ``cut_s``."""
+    named = {(m.from_line, m.to_line): m.id for m in camera.turning_movements}
+    by_vehicle: dict[str, list[LineCrossing]] = {}
+    for event in sorted((e for e in crossings if e.direction == "in"), key=lambda e: e.t_s):
+        by_vehicle.setdefault(event.vehicle_id, []).append(event)
+    counted: Counter[tuple[str, str]] = Counter()
+    for events in by_vehicle.values():
+        for first, then in itertools.pairwise(events):
+            name = named.get((first.line_id, then.line_id))
+            if name is not None and begin_s <= first.t_s and then.t_s <= cut_s:
+                counted[(name, then.vehicle_class.value)] += 1
+    return counted
+
+
 def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: float,
               work: Path, tally: Tally, mot: MotAccumulator,
               sample: list[NDArray[np.uint8]]) -> None:
     resolved = resolve_scenario(scene.scenario, Settings().data_dir / "scenarios")
     begin_s = parse_time_of_day(scene.begin)
-    run = SumoRun(resolved.site, resolved.sumocfg, work / scene.name, seed=scene.seed,
+    site = (with_junction_camera(resolved.site, resolved.sumocfg) if scene.junction_camera
+            else resolved.site)
+    junction_id = f"{site.intersections[0].id}-junction-cam" if scene.junction_camera else None
+    run = SumoRun(site, resolved.sumocfg, work / scene.name, seed=scene.seed,
                   begin_s=begin_s - WARMUP_S, end_s=begin_s + seconds, day=DAY,
                   track_vehicles=True, queue_detectors=False)
-    rig = CameraRig.for_site(resolved.site, resolved.sumocfg, seed=scene.seed, fps=10,
+    rig = CameraRig.for_site(site, resolved.sumocfg, seed=scene.seed, fps=10,
                              conditions=scene.conditions)
     settings = CounterSettings()
     onnx_counters = {c.camera.id: CameraCounter.for_camera(c.camera, counter_settings=settings)
@@ -189,6 +252,13 @@ def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: f
                 if len(sample) < 256:
                     sample.append(frame)
                 result = onnx_counters[camera_id].update(detections, t_s)
+                if camera_id == junction_id:
+                    base = blob_counters[camera_id].update(blobs[camera_id].detect(frame), t_s)
+                    for movements, counted in ((result.movements, tally.movements),
+                                               (base.movements, tally.baseline_movements)):
+                        for name, movement in movements if t_s <= cut else []:
+                            counted[(scene.name, name, movement.vehicle_class.value)] += 1
+                    continue
                 tall = (result.tracks.xyxy[:, 3] - result.tracks.xyxy[:, 1]
                         >= MIN_TRACK_HEIGHT_PX)
                 gt_ids, gt_boxes = visible_truth(labels)
@@ -206,8 +276,14 @@ def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: f
                             counted[(scene.name, f"{camera_id}/{e.line_id}",
                                      e.vehicle_class.value, e.direction)] += 1
             pending = []
+    if junction_id is not None:
+        junction = next(c.camera for _, c in rig.cameras if c.camera.id == junction_id)
+        seen = true_movements(junction, [e for c, e in rig.crossings if c == junction_id],
+                              begin_s, cut)
+        for (name, vehicle_class), count in seen.items():
+            tally.true_movements[(scene.name, name, vehicle_class)] += count
     for camera_id, event in rig.crossings[first:]:
-        if event.t_s <= cut:
+        if event.t_s <= cut and camera_id != junction_id:
             tally.truth[(scene.name, f"{camera_id}/{event.line_id}",
                          event.vehicle_class.value, event.direction)] += 1
 
@@ -253,18 +329,36 @@ def main() -> None:
                                                      if k[0] == s.name}), 2, c)
                                 for c in classes} for s in SCENES}
     summary = mot.summary()
-    print(f"true crossings by class: {dict(Counter(k[2] for k in tally.truth.elements()))}")
+    print(f"true crossings by class: {dict(Counter(k[2] for k in tally.truth.elements()))}, "
+          f"counted: {dict(Counter(k[2] for k in tally.onnx.elements()))}")
     print(f"per scene and class: {json.dumps(per_scene_class)}")
+    by_camera: dict[str, Counter[tuple[str, ...]]] = {"truth": Counter(), "onnx": Counter()}
+    for name, counted in (("truth", tally.truth), ("onnx", tally.onnx)):
+        for (scene, line, vehicle_class, direction), count in counted.items():
+            by_camera[name][(scene, line.split("/")[0], vehicle_class, direction)] += count
+    camera_accuracy = accuracy(by_camera["truth"], by_camera["onnx"])
     print(f"onnx:     count accuracy {accuracy(tally.truth, tally.onnx)}, "
+          f"{camera_accuracy} with each camera's lanes pooled, "
           f"{fps_batch1} frames/s at batch 1, {fps_batch8} at batch 8")
     print(f"baseline: count accuracy {accuracy(tally.truth, tally.baseline)}, "
           f"{baseline_fps} frames/s (MOG2 + blobs)")
+    pooled = {name: pool_classes(counted) for name, counted in (
+        ("truth", tally.true_movements), ("onnx", tally.movements),
+        ("baseline", tally.baseline_movements))}
+    by_movement = {"/".join(key): [pooled["truth"][key], pooled["onnx"][key]]
+                   for key in sorted(pooled["truth"].keys() | pooled["onnx"].keys())}
+    print(f"turning movements, true and counted: {json.dumps(by_movement)}")
+    print(f"turning movements: onnx accuracy {accuracy(tally.true_movements, tally.movements)}"
+          f" by class, {accuracy(pooled['truth'], pooled['onnx'])} classes pooled; baseline "
+          f"{accuracy(tally.true_movements, tally.baseline_movements)} by class, "
+          f"{accuracy(pooled['truth'], pooled['baseline'])} pooled")
     print(f"tracking: MOTA {summary.mota:.3f}, IDF1 {summary.idf1:.3f}, "
           f"ID switches {summary.id_switches}")
     print(json.dumps({
         "count_accuracy": accuracy(tally.truth, tally.onnx),
         "per_class_accuracy": per_class,
         "per_scene_accuracy": per_scene,
+        "approach_count_accuracy": camera_accuracy,
         "fps_batch1": fps_batch1,
         "fps_batch8": fps_batch8,
         "baseline_count_accuracy": accuracy(tally.truth, tally.baseline),
@@ -273,7 +367,10 @@ def main() -> None:
         "baseline_fps": baseline_fps,
         "mota": round(summary.mota, 4),
         "idf1": round(summary.idf1, 4),
-        "turning_movement_accuracy": None,
+        "turning_movement_accuracy": accuracy(tally.true_movements, tally.movements),
+        "turning_movement_accuracy_all_classes": accuracy(pooled["truth"], pooled["onnx"]),
+        "baseline_turning_movement_accuracy": accuracy(tally.true_movements,
+                                                       tally.baseline_movements),
     }))
 
 

@@ -41,12 +41,14 @@ from simpang.site import (
     GroundCalibration,
     Intersection,
     Lane,
+    Movement,
     Phase,
     Plan,
     QueueZone,
     Sensor,
     Simulation,
     Site,
+    TurningMovement,
 )
 from simulator.camera_geometry import PinholeCamera
 from simulator.sumo_tools import SumoConfig, SumoError, read_sumocfg
@@ -65,6 +67,16 @@ DEFAULT_MAX_GREEN_S = 90.0
 MAX_CYCLE_S = 300.0
 LOOP_DISTANCE_M = 30.0
 COUNTING_LINE_UPSTREAM_M = 15.0
+JUNCTION_LINE_OFFSET_M = 6.0
+"""A junction camera's entry lines lie this far before the stop lines, its exit lines this far
+into the departing roads."""
+JUNCTION_LINE_OVERHANG_M = 1.5
+"""and reach this far past the outer lanes' edges: where a box meets the road (its bottom
+middle) is off the vehicle's middle by up to half its width when it crosses the image."""
+JUNCTION_CAMERA_VIEW = CameraView(downstream_m=30.0, lateral_m=8.0, height_m=18.0, tilt_deg=35.0,
+                                  fov_deg=100.0)
+"""A pole 30 m past the stop line, 18 m up, looking back across the junction: on a four-arm
+junction it sees its own approach and the two side roads, not the road under it."""
 CALIBRATION_DISTANCES_M = (10.0, 20.0, 35.0, 60.0)
 QUEUE_ZONE_M = 80.0
 METRES_PER_DEGREE_LAT = 111_320.0
@@ -512,6 +524,85 @@ def _camera(intersection_id: str, approach_id: str, edge: Any, lanes: list[Lane]
         view=view,
         calibration=calibration,
         queue_zone=queue_zone,
+    )
+
+
+def junction_camera(net: Any, intersection: Intersection, approach_id: str,
+                    view: CameraView = JUNCTION_CAMERA_VIEW) -> Camera:
+    """A camera that sees the whole junction, for turning-movement counts: it stands on the
+    far side of the junction from ``approach_id`` and looks back across it (``view`` places
+    it, as for any camera). It gets an entry line across each approach and an exit line across
+    each departing road that it sees whole, and a turning movement for every connection of the
+    network between a seen entry and a seen exit (``north-left``: from the north approach,
+    turning left).
+    """
+    approaches = {a.id: a for a in intersection.approaches}
+    entry_edges = {a.id: net.getLane(a.lanes[0].sumo_lane).getEdge()
+                   for a in intersection.approaches if a.lanes and a.lanes[0].sumo_lane}
+    own = [net.getLane(lane.sumo_lane) for lane in approaches[approach_id].lanes
+           if lane.sumo_lane]
+    stop_middle, travel, right = approach_frame(own)
+    pinhole = camera_model(view, stop_middle, travel, right)
+    centre = np.mean([edge.getToNode().getCoord()[:2] for edge in entry_edges.values()], axis=0)
+
+    def line_across(lanes: list[Any], at_end: bool) -> tuple[str, Any] | None:
+        """The line's arm (compass name) and its image ends, from the driver's right to their
+        left so that traffic on these lanes crosses ``in``; None unless wholly in view."""
+        points = np.array([lane.getShape()[-1 if at_end else 0][:2] for lane in lanes])
+        nexts = np.array([lane.getShape()[-2 if at_end else 1][:2] for lane in lanes])
+        heading = (points - nexts if at_end else nexts - points).mean(axis=0)  # of travel
+        heading /= np.linalg.norm(heading)
+        side = np.array([heading[1], -heading[0]])
+        middle = points.mean(axis=0)
+        offsets = (points - middle) @ side
+        half = max(lane.getWidth() for lane in lanes) / 2 + JUNCTION_LINE_OVERHANG_M
+        across = middle + heading * JUNCTION_LINE_OFFSET_M * (-1 if at_end else 1)
+        ends = np.array([[*(across + side * (offsets.max() + half)), 0.0],
+                         [*(across + side * (offsets.min() - half)), 0.0]])
+        if not pinhole.in_front(ends).all():
+            return None
+        pixels = pinhole.project(ends)
+        if not ((pixels >= 0).all() and (pixels <= [view.width_px, view.height_px]).all()):
+            return None
+        return compass_of(*(middle - centre)), np.round(pixels, 1)
+
+    def counting_line(line_id: str, arm: str, pixels: Any) -> CountingLine:
+        return CountingLine(id=line_id, start_xy=(float(pixels[0, 0]), float(pixels[0, 1])),
+                            end_xy=(float(pixels[1, 0]), float(pixels[1, 1])),
+                            approach=arm if arm in approaches else approach_id,
+                            directions="in")
+
+    lines: list[CountingLine] = []
+    line_of_edge: dict[str, str] = {}
+    for entry_id, edge in entry_edges.items():
+        seen = line_across(edge.getLanes(), at_end=True)
+        if seen is not None:
+            lines.append(counting_line(f"{entry_id}-entry", entry_id, seen[1]))
+            line_of_edge[edge.getID()] = lines[-1].id
+    node = next(iter(entry_edges.values())).getToNode()
+    for edge in sorted(node.getOutgoing(), key=lambda e: e.getID()):
+        vehicle_lanes = [lane for lane in edge.getLanes() if _is_vehicle_lane(lane)]
+        seen = line_across(vehicle_lanes, at_end=False) if vehicle_lanes else None
+        if seen is not None and f"{seen[0]}-exit" not in {line.id for line in lines}:
+            lines.append(counting_line(f"{seen[0]}-exit", seen[0], seen[1]))
+            line_of_edge[edge.getID()] = lines[-1].id
+    movements: dict[tuple[str, str], TurningMovement] = {}
+    for entry_id, edge in entry_edges.items():
+        from_line = line_of_edge.get(edge.getID())
+        for connection in (c for lane in edge.getLanes() for c in lane.getOutgoing()):
+            to_line = line_of_edge.get(connection.getTo().getID())
+            if from_line is not None and to_line is not None:
+                kind = Movement(MOVEMENT_OF_DIRECTION.get(connection.getDirection(), "through"))
+                movements.setdefault((from_line, to_line), TurningMovement(
+                    id=f"{entry_id}-{kind.value}", from_line=from_line, to_line=to_line,
+                    movement=kind))
+    return Camera(
+        id=f"{intersection.id}-junction-cam",
+        source_url=f"sim://{intersection.id}/junction",
+        approach=approach_id,
+        counting_lines=lines,
+        view=view,
+        turning_movements=sorted(movements.values(), key=lambda m: m.id),
     )
 
 
