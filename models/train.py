@@ -56,7 +56,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 16
     # Network input (height, width), multiples of 32; the exported model keeps it.
-    input_hw: tuple[int, int] = (192, 320)
+    input_hw: tuple[int, int] = (256, 448)
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 5e-4

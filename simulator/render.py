@@ -46,18 +46,21 @@ class RenderSummary:
 
 def vary_camera_poses(site: Site, rng: np.random.Generator) -> Site:
     """A copy of ``site`` whose cameras stand at random poses near their own, without
-    counting lines."""
+    counting lines. One in four stands on a tall pole across the junction, looking back over
+    it, as a turning-movement camera does (:func:`simulator.importer.junction_camera`)."""
     intersections = []
     for intersection in site.intersections:
         cameras = []
         for camera in intersection.cameras:
-            view = camera.view.model_copy(update={
-                "height_m": float(rng.uniform(5.0, 12.0)),
-                "tilt_deg": float(rng.uniform(14.0, 34.0)),
-                "fov_deg": float(rng.uniform(48.0, 80.0)),
-                "lateral_m": float(rng.uniform(-5.0, 5.0)),
-                "downstream_m": float(rng.uniform(-2.0, 12.0)),
-            })
+            if rng.random() < 0.25:
+                pose = {"height_m": rng.uniform(12.0, 22.0), "tilt_deg": rng.uniform(28.0, 45.0),
+                        "fov_deg": rng.uniform(80.0, 105.0), "lateral_m": rng.uniform(-10.0, 10.0),
+                        "downstream_m": rng.uniform(20.0, 40.0)}
+            else:
+                pose = {"height_m": rng.uniform(5.0, 12.0), "tilt_deg": rng.uniform(14.0, 34.0),
+                        "fov_deg": rng.uniform(48.0, 80.0), "lateral_m": rng.uniform(-5.0, 5.0),
+                        "downstream_m": rng.uniform(-2.0, 12.0)}
+            view = camera.view.model_copy(update={k: float(v) for k, v in pose.items()})
             cameras.append(camera.model_copy(update={"view": view, "counting_lines": []}))
         intersections.append(intersection.model_copy(update={"cameras": cameras}))
     return site.model_copy(update={"intersections": intersections})
