@@ -4,8 +4,9 @@ with ground truth (boxes, classes, track ids, visibility, counting-line crossing
 Each camera of a simulated site looks at its approach as its :class:`~simpang.site.CameraView`
 says. The road (lanes, junction area, lane markings, stop lines) comes from the SUMO network
 and is drawn once per lighting; vehicles are boxes of their class's size and a per-vehicle
-colour, drawn far to near. Conditions: day, dusk, night (headlights, tail lights), rain
-(streaks, darker, softer), with sensor noise, blur and JPEG compression.
+colour, drawn far to near (a bicycle: two thin wheels and a frame under a box for its
+rider). Conditions: day, dusk, night (headlights, tail lights), rain (streaks, darker,
+softer), with sensor noise, blur and JPEG compression.
 
 Ground truth is geometric, not learnt: a box is the image extent of the vehicle's 3-D box;
 ``visibility`` is the share of it not hidden by nearer vehicles; a crossing is the middle of
@@ -339,7 +340,10 @@ class VirtualCamera:
         colour = _body_colour(vehicle)
         dim = {"day": 1.0, "dusk": 0.65, "night": 0.3}[conditions.lighting]
         body = tuple(int(c) for c in colour * dim * 0.75)
-        cv2.fillConvexPoly(image, hull, body, cv2.LINE_AA, shift=2)
+        if vehicle.vehicle_class is VehicleClass.BICYCLE:
+            _draw_bicycle(image, pixels, body, dim)
+        else:
+            cv2.fillConvexPoly(image, hull, body, cv2.LINE_AA, shift=2)
         top = np.round(pixels[4:] * 4).astype(np.int32)
         cv2.fillConvexPoly(image, cv2.convexHull(top), tuple(int(c) for c in colour * dim),
                            cv2.LINE_AA, shift=2)
@@ -419,12 +423,49 @@ class VirtualCamera:
 
 
 def _bicycle_outline(corners_px: NDArray[np.float64]) -> NDArray[np.float64]:
-    """A bicycle is a thin frame under a rider: its bottom corners drawn close together, its
-    top (the rider's shoulders) full width. The labelled box stays the 3-D box's extent."""
+    """A bicycle's outline: its bottom corners on its centre line (wheels and frame), its top
+    (the rider's shoulders) full width; it hides what is behind it. The labelled box stays the
+    3-D box's extent."""
     outline = corners_px.copy()
     bottom = outline[:4]
     outline[:4] = bottom * 0.3 + bottom.mean(axis=0) * 0.7
     return outline
+
+
+def _draw_bicycle(image: NDArray[np.uint8], pixels: NDArray[np.float64],
+                  rider_bgr: tuple[int, ...], dim: float) -> None:
+    """A bicycle as a camera sees one: two thin wheels and a frame, the road showing through
+    them, under a rider (where a motorcycle is bodywork down to the road). ``pixels`` is
+    :func:`_bicycle_outline`'s: bottom corners on the bicycle's centre line, top full width."""
+    bottom, top = pixels[:4], pixels[4:]
+    front, rear = bottom[[0, 1]].mean(axis=0), bottom[[2, 3]].mean(axis=0)
+    front_up, rear_up = top[[0, 1]].mean(axis=0), top[[2, 3]].mean(axis=0)
+    # Wheels of 0.33 m radius, in the bicycle's own vertical plane: a fifth of its 1.6 m
+    # height up, a fifth of its 1.8 m length along (seen end on, a thin upright ellipse).
+    steel = tuple(int(c * dim) for c in (35, 35, 35))
+    turn = np.linspace(0, 2 * np.pi, 17)[:, None]
+    hubs = []
+    for along in (0.8, 0.2):
+        base = front * along + rear * (1 - along)
+        up = (front_up * along + rear_up * (1 - along) - base) * 0.2
+        hub = base + up
+        hubs.append(hub)
+        rim = hub + np.cos(turn) * (front - rear) * 0.18 + np.sin(turn) * up
+        thickness = max(1, round(float(np.linalg.norm(up)) / 4))
+        cv2.polylines(image, [np.round(rim * 4).astype(np.int32)], True, steel, thickness,
+                      cv2.LINE_AA, shift=2)
+    seat = (front * 0.5 + rear * 0.5) * 0.45 + (front_up * 0.5 + rear_up * 0.5) * 0.55
+    for start, end in ((hubs[0], hubs[1]), (hubs[1], seat), (hubs[0], seat)):
+        cv2.line(image, _fixed_point(start), _fixed_point(end), steel, 1, cv2.LINE_AA, shift=2)
+    waist = bottom * 0.45 + top * 0.55
+    waist = waist.mean(axis=0) * 0.4 + waist * 0.6
+    rider = cv2.convexHull(np.round(np.vstack([waist, top]) * 4).astype(np.int32))
+    cv2.fillConvexPoly(image, rider, rider_bgr, cv2.LINE_AA, shift=2)
+
+
+def _fixed_point(point: NDArray[np.float64]) -> tuple[int, int]:
+    """A pixel position for OpenCV drawing with ``shift=2`` (quarter pixels)."""
+    return round(float(point[0]) * 4), round(float(point[1]) * 4)
 
 
 def _body_colour(vehicle: VehicleState) -> NDArray[np.float64]:
