@@ -16,9 +16,10 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,11 +162,12 @@ def run_demo(
             )
             faults = FaultInjector(fraction=fault_fraction, seed=seed)
             try:
-                asyncio.run(
-                    _drive(demo_settings, resolved, run, faults, state, speed=speed, live=live,
-                           console=console, worker_alive=lambda: worker.poll() is None,
-                           http=http)
-                )
+                with _interrupt_raises():
+                    asyncio.run(
+                        _drive(demo_settings, resolved, run, faults, state, speed=speed,
+                               live=live, console=console,
+                               worker_alive=lambda: worker.poll() is None, http=http)
+                    )
             finally:
                 worker_exit = stop_process(worker, timeout_s=20.0)
     summary = {
@@ -212,6 +214,22 @@ class _FaultySink:
 
     async def close(self) -> None:
         await self._kafka.close()
+
+
+@contextlib.contextmanager
+def _interrupt_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt wherever the event loop is. ``asyncio.run``'s own
+    handler only cancels the main task, and a cancellation that lands while the Kafka
+    clients start can be lost (the demo then ran on after Ctrl-C)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 async def _drive(
