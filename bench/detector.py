@@ -6,14 +6,16 @@ simulator's ground truth, beside a background-subtraction baseline on the same f
 Held-out scenes (simulation seeds and times the default model never trained on; cameras at
 their own poses, every camera of the scenario, 10 frames/s, JPEG at quality 70): day, dusk,
 night, day in rain, night in rain. Each scene warms up 180 simulated seconds, then counts for
-``--seconds``.
+``--seconds``. The counters already run on the 20 s of frames before the counted time, as a
+counter in service has seen the vehicles standing at its lines when a count period begins.
 
 ``count_accuracy``: 1 − Σ|counted − true| / Σ true over every (camera, line, class,
 direction), true being the simulator's own counting-line crossings; per class and per scene
 the same sum restricted to them; ``approach_count_accuracy`` the same with each camera's lane
 lines pooled (a vehicle counted on the next lane's line is right there). Crossings in the last
 5 s are left out on both sides (a vehicle standing on the line at the cut is counted by one
-and not the other).
+and not the other). A counter reports a crossing once the vehicle has stayed beyond the line
+``frames_beyond`` frames, so its counts are taken over the counted time shifted by that delay.
 
 Baseline: OpenCV MOG2 background subtraction (shadows dropped, opened and closed) whose blobs
 go through the same tracker and counter; a blob's class comes from its width against the
@@ -78,6 +80,8 @@ from simulator.sumo_tools import read_sumocfg
 
 DAY = datetime(2026, 3, 10, tzinfo=ZoneInfo("Asia/Makassar"))
 WARMUP_S = 180.0
+COUNTER_WARMUP_S = 20.0
+FPS = 10
 CUT_S = 5.0
 MIN_TRACK_HEIGHT_PX = 16.0
 ID_SPACE = 1_000_000
@@ -153,6 +157,12 @@ class Tally:
     movements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     baseline_movements: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
+    def crossings_of(self, pipeline: str) -> Counter[tuple[str, str, str, str]]:
+        return self.onnx if pipeline == "onnx" else self.baseline
+
+    def movements_of(self, pipeline: str) -> Counter[tuple[str, str, str]]:
+        return self.movements if pipeline == "onnx" else self.baseline_movements
+
 
 def accuracy(truth: Counter[tuple[str, ...]], counted: Counter[tuple[str, ...]],
              keep: int | None = None, value: str | None = None) -> float | None:
@@ -222,22 +232,24 @@ def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: f
     run = SumoRun(site, resolved.sumocfg, work / scene.name, seed=scene.seed,
                   begin_s=begin_s - WARMUP_S, end_s=begin_s + seconds, day=DAY,
                   track_vehicles=True, queue_detectors=False)
-    rig = CameraRig.for_site(site, resolved.sumocfg, seed=scene.seed, fps=10,
+    rig = CameraRig.for_site(site, resolved.sumocfg, seed=scene.seed, fps=FPS,
                              conditions=scene.conditions)
     settings = CounterSettings()
-    onnx_counters = {c.camera.id: CameraCounter.for_camera(c.camera, counter_settings=settings)
-                     for _, c in rig.cameras}
-    blob_counters = {c.camera.id: CameraCounter.for_camera(c.camera, counter_settings=settings)
-                     for _, c in rig.cameras}
+    delay_s = settings.frames_beyond / FPS
+    counters = {name: {c.camera.id: CameraCounter.for_camera(c.camera,
+                                                            counter_settings=settings)
+                       for _, c in rig.cameras} for name in ("onnx", "baseline")}
     blobs = {c.camera.id: BlobDetector(c.camera, c.background(scene.conditions))
              for _, c in rig.cameras}
     camera_index = {c.camera.id: index for index, (_, c) in enumerate(rig.cameras)}
     cut = begin_s + seconds - CUT_S
+    # When each (pipeline, track) crossed each junction-camera line: a movement is counted
+    # only when its entry too lies in the counted time, as a true one is.
+    crossed_at: dict[tuple[str, int, str], float] = {}
     with run:
-        while run.time_s < begin_s - 1e-9:
+        while run.time_s < begin_s - COUNTER_WARMUP_S - 1e-9:
             run.step()
             rig.observe(run)
-        first = len(rig.crossings)
         pending: list[tuple[float, str, NDArray[np.uint8], list[LabelledBox]]] = []
         while not run.finished():
             run.step()
@@ -249,16 +261,25 @@ def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: f
             found = detector.detect([frame for _, _, frame, _ in pending])
             for (t_s, camera_id, frame, labels), detections in zip(pending, found,
                                                                    strict=True):
+                results = {
+                    "onnx": counters["onnx"][camera_id].update(detections, t_s),
+                    "baseline": counters["baseline"][camera_id].update(
+                        blobs[camera_id].detect(frame), t_s)}
+                counted_now = begin_s + delay_s <= t_s <= cut + delay_s
+                if camera_id == junction_id:
+                    for name, result in results.items():
+                        for e in result.crossings:
+                            crossed_at[(name, e.track_id, e.line_id)] = t_s - delay_s
+                        for movement_id, m in result.movements if counted_now else []:
+                            if crossed_at[(name, m.track_id, m.from_line)] >= begin_s:
+                                tally.movements_of(name)[
+                                    (scene.name, movement_id, m.vehicle_class.value)] += 1
+                    continue
+                if t_s < begin_s:
+                    continue
                 if len(sample) < 256:
                     sample.append(frame)
-                result = onnx_counters[camera_id].update(detections, t_s)
-                if camera_id == junction_id:
-                    base = blob_counters[camera_id].update(blobs[camera_id].detect(frame), t_s)
-                    for movements, counted in ((result.movements, tally.movements),
-                                               (base.movements, tally.baseline_movements)):
-                        for name, movement in movements if t_s <= cut else []:
-                            counted[(scene.name, name, movement.vehicle_class.value)] += 1
-                    continue
+                result = results["onnx"]
                 tall = (result.tracks.xyxy[:, 3] - result.tracks.xyxy[:, 1]
                         >= MIN_TRACK_HEIGHT_PX)
                 gt_ids, gt_boxes = visible_truth(labels)
@@ -268,13 +289,10 @@ def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: f
                 mot.update(gt_ids + ID_SPACE * 100 * scene_index, gt_boxes,
                            result.tracks.track_id[tall] + camera_offset,
                            result.tracks.xyxy[tall])
-                base = blob_counters[camera_id].update(blobs[camera_id].detect(frame), t_s)
-                if t_s <= cut:
-                    for counted, events in ((tally.onnx, result.crossings),
-                                            (tally.baseline, base.crossings)):
-                        for e in events:
-                            counted[(scene.name, f"{camera_id}/{e.line_id}",
-                                     e.vehicle_class.value, e.direction)] += 1
+                for name, counted_result in results.items() if counted_now else []:
+                    for e in counted_result.crossings:
+                        tally.crossings_of(name)[(scene.name, f"{camera_id}/{e.line_id}",
+                                                  e.vehicle_class.value, e.direction)] += 1
             pending = []
     if junction_id is not None:
         junction = next(c.camera for _, c in rig.cameras if c.camera.id == junction_id)
@@ -282,8 +300,8 @@ def run_scene(scene: Scene, scene_index: int, detector: OnnxDetector, seconds: f
                               begin_s, cut)
         for (name, vehicle_class), count in seen.items():
             tally.true_movements[(scene.name, name, vehicle_class)] += count
-    for camera_id, event in rig.crossings[first:]:
-        if event.t_s <= cut and camera_id != junction_id:
+    for camera_id, event in rig.crossings:
+        if begin_s <= event.t_s <= cut and camera_id != junction_id:
             tally.truth[(scene.name, f"{camera_id}/{event.line_id}",
                          event.vehicle_class.value, event.direction)] += 1
 

@@ -1,13 +1,16 @@
 """Counting tracked vehicles across lines, with hysteresis, and turning movements.
 
 A track's side of a line is read from where its box meets the road (the bottom centre). A
-side counts only once the point is ``margin_px`` or more away from the line and within the
-line's extent; a crossing counts only once the track has stayed on the new side
-``frames_beyond`` frames in a row. So a box jittering on the line, or a track that touches the
-line and turns back, never counts, and one track counts at most once per line and direction
-(a box whose bottom is hidden for a while by a nearer vehicle can seem to go back over the
-line and forth again). A line may count one direction only (``directions``), as a line
-across a one-way lane should: movement the other way over it is then never a count.
+side counts only once the point is ``margin_px`` or more away from the line (taken as reaching
+past its ends, so a vehicle drifting over from the next lane as it crosses still has a known
+side); a crossing counts only once the track has stayed on the new side ``frames_beyond``
+frames in a row, and only on the line whose extent holds the point then: a vehicle crossing
+lane lines drawn end to end counts once, on the lane it is in. So a box jittering on the
+line, or a track that touches the line and turns back, never counts, and one track counts at
+most once per line and direction (a box whose bottom is hidden for a while by a nearer vehicle
+can seem to go back over the line and forth again). A line may count one direction only
+(``directions``), as a line across a one-way lane should: movement the other way over it is
+then never a count.
 
 Direction: ``in`` is a crossing from the line's left to its right as seen on the image looking
 from ``start`` to ``end``, as the site file defines it (with the image's y axis pointing down,
@@ -118,19 +121,24 @@ class LineCounter:
 
     def sides(self, points: NDArray[np.floating],
               margin_px: NDArray[np.floating] | float | None = None) -> NDArray[np.int8]:
-        """For points [N, 2]: the sign of the cross product with each line (−1 left of it as
-        seen on the image, +1 right), 0 too close (under ``margin_px``, per point or one for
-        all) or beyond its ends → [N, lines]."""
+        """For points [N, 2]: the sign of the cross product with each line, taken as reaching
+        past its ends (−1 left of it as seen on the image, +1 right), 0 when closer than
+        ``margin_px`` (per point or one for all) → [N, lines]."""
         margin = self.settings.margin_px if margin_px is None else margin_px
         offset = points[:, None, :] - self._start[None]
         cross = self._vector[None, :, 0] * offset[..., 1] - self._vector[None, :, 1] * offset[
             ..., 0]
         distance = cross / self._length[None]
+        far_enough = np.abs(distance) >= np.reshape(margin, (-1, 1))
+        return np.where(far_enough, np.sign(distance), 0).astype(np.int8)
+
+    def within(self, points: NDArray[np.floating]) -> NDArray[np.bool_]:
+        """For points [N, 2]: whether each lies between the ends of each line (with
+        ``extent_slack``) → [N, lines]."""
+        offset = points[:, None, :] - self._start[None]
         along = np.einsum("nlk,lk->nl", offset, self._vector) / self._length[None] ** 2
         slack = self.settings.extent_slack
-        inside = (along >= -slack) & (along <= 1 + slack)
-        far_enough = np.abs(distance) >= np.reshape(margin, (-1, 1))
-        return np.where(inside & far_enough, np.sign(distance), 0).astype(np.int8)
+        return np.asarray((along >= -slack) & (along <= 1 + slack))
 
     def update(self, tracks: Tracks) -> FrameCounts:
         """Count this frame's tracks: the crossings and movements completed in it."""
@@ -142,16 +150,17 @@ class LineCounter:
             height = (tracks.xyxy[:, 3] - tracks.xyxy[:, 1]).astype(np.float64)
             armed_sides = self.sides(points, np.maximum(
                 self.settings.margin_px, self.settings.arm_height_share * height))
+            within = self.within(points)
             for row, track_id in enumerate(tracks.track_id.tolist()):
                 vehicle_class = DETECTED_CLASSES[int(tracks.class_id[row])]
-                self._update_track(int(track_id), sides[row], armed_sides[row],
+                self._update_track(int(track_id), sides[row], armed_sides[row], within[row],
                                    vehicle_class, counts)
         self._forget()
         return counts
 
     def _update_track(self, track_id: int, sides: NDArray[np.int8],
-                      armed_sides: NDArray[np.int8], vehicle_class: VehicleClass,
-                      counts: FrameCounts) -> None:
+                      armed_sides: NDArray[np.int8], within: NDArray[np.bool_],
+                      vehicle_class: VehicleClass, counts: FrameCounts) -> None:
         state = self._states.get(track_id)
         if state is None:
             state = self._states[track_id] = _TrackState(
@@ -173,7 +182,7 @@ class LineCounter:
                     line = self.lines[index]
                     state.sides[index] = side
                     state.pending_frames[index] = 0
-                    if (line.directions not in ("both", direction)
+                    if (not within[index] or line.directions not in ("both", direction)
                             or (index, int(side)) in state.counted):
                         continue
                     state.counted.add((index, int(side)))

@@ -112,6 +112,18 @@ def test_direction_extent_and_class() -> None:
     assert summary == [(1, "in", "car"), (2, "out", "motorcycle")]
 
 
+def test_a_vehicle_changing_lane_as_it_crosses_counts_once_on_the_lane_it_ends_in() -> None:
+    lanes = [Line("lane-1", (0.0, 200.0), (320.0, 200.0)),
+             Line("lane-2", (320.0, 200.0), (640.0, 200.0))]
+    counter = LineCounter(lanes)
+    events = []
+    for step in range(20):
+        # In lane 1 until it is on the line, in lane 2 from just beyond it.
+        x, y = 280.0 + 6 * step, 185.0 + 3 * step
+        events += counter.update(tracks_at([(1, x, y)], class_id=MOTORCYCLE)).crossings
+    assert [(e.line_id, e.direction) for e in events] == [("lane-2", "in")]
+
+
 def test_a_bottom_hidden_for_a_while_does_not_count_again() -> None:
     # The vehicle crosses, then a nearer one hides its lower part: its box's bottom rises
     # back over the line for 8 frames, then comes down again.
