@@ -54,7 +54,7 @@ HELD_OUT_RUNS = [("four_arm", "08:00", 9001), ("four_arm", "18:10", 9002),
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    epochs: int = 16
+    epochs: int = 32
     # Network input (height, width), multiples of 32; the exported model keeps it.
     input_hw: tuple[int, int] = (256, 448)
     batch_size: int = 16
