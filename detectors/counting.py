@@ -119,26 +119,25 @@ class LineCounter:
         self._length = np.linalg.norm(self._vector, axis=1)
         self._states: dict[int, _TrackState] = {}
 
-    def sides(self, points: NDArray[np.floating],
-              margin_px: NDArray[np.floating] | float | None = None) -> NDArray[np.int8]:
-        """For points [N, 2]: the sign of the cross product with each line, taken as reaching
-        past its ends (−1 left of it as seen on the image, +1 right), 0 when closer than
-        ``margin_px`` (per point or one for all) → [N, lines]."""
-        margin = self.settings.margin_px if margin_px is None else margin_px
+    def measure(self, points: NDArray[np.floating]
+                ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """For points [N, 2]: the signed distance to each line taken as reaching past its ends
+        (negative left of it as seen on the image, positive right), and whether the point lies
+        between the line's ends (with ``extent_slack``) → two [N, lines] arrays."""
         offset = points[:, None, :] - self._start[None]
         cross = self._vector[None, :, 0] * offset[..., 1] - self._vector[None, :, 1] * offset[
             ..., 0]
-        distance = cross / self._length[None]
-        far_enough = np.abs(distance) >= np.reshape(margin, (-1, 1))
-        return np.where(far_enough, np.sign(distance), 0).astype(np.int8)
-
-    def within(self, points: NDArray[np.floating]) -> NDArray[np.bool_]:
-        """For points [N, 2]: whether each lies between the ends of each line (with
-        ``extent_slack``) → [N, lines]."""
-        offset = points[:, None, :] - self._start[None]
         along = np.einsum("nlk,lk->nl", offset, self._vector) / self._length[None] ** 2
         slack = self.settings.extent_slack
-        return np.asarray((along >= -slack) & (along <= 1 + slack))
+        return cross / self._length[None], np.asarray((along >= -slack) & (along <= 1 + slack))
+
+    @staticmethod
+    def sides(distance: NDArray[np.float64], margin_px: NDArray[np.floating] | float
+              ) -> NDArray[np.int8]:
+        """−1 / +1 for the side of each line, 0 closer than ``margin_px`` (per point or one
+        for all)."""
+        far_enough = np.abs(distance) >= np.reshape(margin_px, (-1, 1))
+        return np.where(far_enough, np.sign(distance), 0).astype(np.int8)
 
     def update(self, tracks: Tracks) -> FrameCounts:
         """Count this frame's tracks: the crossings and movements completed in it."""
@@ -146,11 +145,11 @@ class LineCounter:
         counts = FrameCounts([], [])
         if len(tracks):
             points = tracks.bottom_centre.astype(np.float64)
-            sides = self.sides(points)
+            distance, within = self.measure(points)
+            sides = self.sides(distance, self.settings.margin_px)
             height = (tracks.xyxy[:, 3] - tracks.xyxy[:, 1]).astype(np.float64)
-            armed_sides = self.sides(points, np.maximum(
+            armed_sides = self.sides(distance, np.maximum(
                 self.settings.margin_px, self.settings.arm_height_share * height))
-            within = self.within(points)
             for row, track_id in enumerate(tracks.track_id.tolist()):
                 vehicle_class = DETECTED_CLASSES[int(tracks.class_id[row])]
                 self._update_track(int(track_id), sides[row], armed_sides[row], within[row],
