@@ -6,7 +6,8 @@ ONNX and measure it on a held-out rendered set. One command, seeded::
 
 Training frames come from every bundled scenario at several times of day, every camera at a
 random pose near its own (:func:`simulator.render.vary_camera_poses`), under random lighting,
-rain, noise, blur and JPEG quality. The held-out frames use other simulation seeds and the
+rain, noise, blur and JPEG quality; a quarter of the runs carry ten times the usual share of
+buses and bicycles (:data:`RARE_CLASS_MIX`). The held-out frames use other simulation seeds and the
 cameras' own poses. Both are rendered once into ``--work-dir`` and reused.
 
 Targets: each vehicle box whose visibility is at least 0.3 and whose height is at least
@@ -33,22 +34,38 @@ import typer
 
 from detectors.detections import DETECTED_CLASSES
 from detectors.letterbox import Preprocessing, letterbox
+from simpang.vehicles import VehicleClass
 
 MIN_BOX_HEIGHT_PX = 6.0
 MIN_VISIBILITY = 0.3
 CLASS_NAMES = [c.value for c in DETECTED_CLASSES]
 
-TRAIN_RUNS = [
-    (scenario, begin, seed)
-    for seed, (scenario, begin) in enumerate(
-        [("four_arm", "07:15"), ("four_arm", "12:30"), ("four_arm", "17:20"),
-         ("four_arm", "20:00"), ("t_junction", "07:20"), ("t_junction", "17:10"),
-         ("corridor", "07:15"), ("corridor", "17:30")] * 3,
-        start=100,
-    )
-]
-HELD_OUT_RUNS = [("four_arm", "08:00", 9001), ("four_arm", "18:10", 9002),
-                 ("t_junction", "16:40", 9003), ("corridor", "21:00", 9004)]
+
+@dataclass(frozen=True)
+class Run:
+    """One simulation rendered for training or evaluation; ``rare_classes`` runs it with
+    :data:`RARE_CLASS_MIX` instead of the scenario's own vehicle mix."""
+
+    scenario: str
+    begin: str
+    seed: int
+    rare_classes: bool = False
+
+
+RARE_CLASS_MIX = {VehicleClass.MOTORCYCLE: 0.40, VehicleClass.CAR: 0.20, VehicleClass.BUS: 0.12,
+                  VehicleClass.TRUCK: 0.08, VehicleClass.BICYCLE: 0.20}
+"""Buses and bicycles are 2 % of the urban mix each, too few to learn them apart from trucks
+and motorcycles; a quarter of the training runs see them ten times as often."""
+
+_SCENES = [("four_arm", "07:15"), ("four_arm", "12:30"), ("four_arm", "17:20"),
+           ("four_arm", "20:00"), ("t_junction", "07:20"), ("t_junction", "17:10"),
+           ("corridor", "07:15"), ("corridor", "17:30")]
+TRAIN_RUNS = ([Run(scenario, begin, seed)
+               for seed, (scenario, begin) in enumerate(_SCENES * 3, start=100)]
+              + [Run(scenario, begin, seed, rare_classes=True)
+                 for seed, (scenario, begin) in enumerate(_SCENES, start=124)])
+HELD_OUT_RUNS = [Run("four_arm", "08:00", 9001), Run("four_arm", "18:10", 9002),
+                 Run("t_junction", "16:40", 9003), Run("corridor", "21:00", 9004)]
 
 
 @dataclass(frozen=True)
@@ -73,36 +90,35 @@ class Sample:
     ignored: np.ndarray  # [M] bool
 
 
-Run = tuple[str, str, int]
-
 
 def render_sets(work_dir: Path, config: TrainConfig, train_runs: list[Run] | None = None,
                 held_out_runs: list[Run] | None = None) -> tuple[list[Path], list[Path]]:
     """Render (once) the training and held-out frames; their directories."""
     from simpang.settings import Settings
+    from simulator.bundled import build_scenario
     from simulator.render import render_dataset
-    from simulator.simulate import parse_time_of_day, resolve_scenario
+    from simulator.simulate import ResolvedScenario, parse_time_of_day
 
     cache = Settings().data_dir / "scenarios"
 
-    def render(name: str, scenario: str, begin: str, seed: int, frames: int,
-               vary_poses: bool) -> Path:
+    def render(name: str, run: Run, seed: int, frames: int, vary_poses: bool) -> Path:
         out = work_dir / name
         if (out / "annotations.jsonl").exists():
             return out
-        resolved = resolve_scenario(scenario, cache)
+        built = build_scenario(run.scenario, cache,
+                               mix=RARE_CLASS_MIX if run.rare_classes else None)
+        resolved = ResolvedScenario(run.scenario, built.site(), built.site_file, built.sumocfg)
         render_dataset(resolved, out, frames=frames, work_dir=work_dir / "sumo" / name,
-                       begin_s=parse_time_of_day(begin), seed=seed,
+                       begin_s=parse_time_of_day(run.begin), seed=seed,
                        frame_interval_s=config.frame_interval_s, vary_poses=vary_poses)
         return out
 
-    train = [render(f"train-{seed}", scenario, begin, seed + config.seed,
-                    config.frames_per_run, True)
-             for scenario, begin, seed in (TRAIN_RUNS if train_runs is None else train_runs)]
-    held_out = [render(f"held-out-{seed}", scenario, begin, seed,
-                       config.held_out_frames_per_run, False)
-                for scenario, begin, seed in (
-                    HELD_OUT_RUNS if held_out_runs is None else held_out_runs)]
+    train = [render(f"train-{'rare-' if run.rare_classes else ''}{run.seed}", run,
+                    run.seed + config.seed, config.frames_per_run, True)
+             for run in (TRAIN_RUNS if train_runs is None else train_runs)]
+    held_out = [render(f"held-out-{run.seed}", run, run.seed, config.held_out_frames_per_run,
+                       False)
+                for run in (HELD_OUT_RUNS if held_out_runs is None else held_out_runs)]
     return train, held_out
 
 

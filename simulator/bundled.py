@@ -11,6 +11,8 @@ free and an edited source rebuilds.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +48,10 @@ def scenario_names() -> list[str]:
     return sorted(p.name for p in SCENARIO_ROOT.iterdir() if (p / "scenario.yaml").exists())
 
 
-def build_scenario(name: str, cache_dir: Path) -> BuiltScenario:
-    """Build (or reuse) a bundled scenario.
+def build_scenario(name: str, cache_dir: Path,
+                   mix: Mapping[VehicleClass, float] | None = None) -> BuiltScenario:
+    """Build (or reuse) a bundled scenario; ``mix`` (class → share) replaces its vehicle mix,
+    as the detector's training does to see more of the rare classes.
 
     >>> import tempfile
     >>> built = build_scenario("four_arm", Path(tempfile.mkdtemp()))
@@ -65,6 +69,8 @@ def build_scenario(name: str, cache_dir: Path) -> BuiltScenario:
     for path in sorted(source.iterdir()):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
+    if mix is not None:
+        digest.update(json.dumps({c.value: share for c, share in mix.items()}).encode())
     out = cache_dir / f"{name}-{digest.hexdigest()[:12]}"
     built = BuiltScenario(
         name=name,
@@ -86,12 +92,13 @@ def build_scenario(name: str, cache_dir: Path) -> BuiltScenario:
         "--output-file", str(net_file),
     ])
     demand_meta = meta["demand"]
+    if mix is None and "mix" in demand_meta:
+        mix = {VehicleClass(k): v for k, v in demand_meta["mix"].items()}
     demand = Demand(
         peak_veh_per_hour=demand_meta["peak_veh_per_hour"],
         od_weight=demand_meta.get("od_weight", {}),
         destination_weight=demand_meta.get("destination_weight", {}),
-        **({"mix": {VehicleClass(k): v for k, v in demand_meta["mix"].items()}}
-           if "mix" in demand_meta else {}),
+        **({"mix": dict(mix)} if mix is not None else {}),
     )
     reachable = _reachable_exits(net_file, list(demand.peak_veh_per_hour))
     (staging / f"{name}.rou.xml").write_text(routes_xml(demand, reachable), encoding="utf-8")

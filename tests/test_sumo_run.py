@@ -15,6 +15,7 @@ import pytest
 
 from simpang.records import SensorReading
 from simpang.site import Plan, Site
+from simpang.vehicles import VehicleClass
 from simulator.bundled import build_scenario
 from simulator.camera import CameraRig, Conditions, ground_centres
 from simulator.importer import import_sumocfg
@@ -103,6 +104,25 @@ def test_demand_is_motorcycle_heavy_and_reproducible_by_seed(
     assert by_class["motorcycle"] / total > 0.55
     assert {"car", "bus", "truck", "motorcycle"} <= set(by_class)
 
+
+
+def test_a_vehicle_mix_override_builds_its_own_scenario_with_that_mix(
+    scenario_cache: Path, tmp_path: Path
+) -> None:
+    own = build_scenario("four_arm", scenario_cache)
+    bicycles_and_buses = {VehicleClass.MOTORCYCLE: 0.2, VehicleClass.BICYCLE: 0.4,
+                          VehicleClass.BUS: 0.4}
+    mixed = build_scenario("four_arm", scenario_cache, mix=bicycles_and_buses)
+    assert mixed.sumocfg.parent != own.sumocfg.parent
+    assert build_scenario("four_arm", scenario_cache).sumocfg == own.sumocfg
+    types = {t.get("id"): float(t.get("probability", "0"))
+             for t in ET.parse(mixed.sumocfg.with_suffix(".rou.xml")).getroot().iter("vType")}
+    assert types == {"motorcycle": 0.2, "bicycle": 0.4, "bus": 0.4}
+    by_class: Counter[str] = Counter()
+    for reading in _run_readings(mixed.site(), mixed.sumocfg, tmp_path, seed=9, seconds=600):
+        by_class.update(reading["counts"])  # type: ignore[arg-type]
+    assert set(by_class) <= {"motorcycle", "bicycle", "bus"}
+    assert by_class["bicycle"] > by_class["motorcycle"]
 
 def test_applied_plans_are_what_sumo_runs(scenario_cache: Path, tmp_path: Path) -> None:
     import libsumo

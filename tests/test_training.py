@@ -18,7 +18,8 @@ def test_training_renders_trains_exports_and_the_runtime_reads_the_export(
     config = train.TrainConfig(epochs=1, batch_size=8, frames_per_run=16,
                                held_out_frames_per_run=8, input_hw=(160, 288))
     train_dirs, held_out_dirs = train.render_sets(
-        tmp_path / "frames", config, [("t_junction", "07:30", 1)], [("t_junction", "17:30", 2)])
+        tmp_path / "frames", config, [train.Run("t_junction", "07:30", 1, rare_classes=True)],
+        [train.Run("t_junction", "17:30", 2)])
     samples = train.load_samples(train_dirs, config.input_hw)
     assert len(samples) == 16 and sum(len(s.boxes) for s in samples) > 0
     assert samples[0].image.shape == (160, 288, 3)
