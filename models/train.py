@@ -7,8 +7,8 @@ ONNX and measure it on a held-out rendered set. One command, seeded::
 Training frames come from every bundled scenario at several times of day, every camera at a
 random pose near its own (:func:`simulator.render.vary_camera_poses`), under random lighting,
 rain, noise, blur and JPEG quality; a quarter of the runs carry ten times the usual share of
-buses and bicycles (:data:`RARE_CLASS_MIX`). The held-out frames use other simulation seeds and the
-cameras' own poses. Both are rendered once into ``--work-dir`` and reused.
+buses and bicycles (:data:`RARE_CLASS_MIX`). The held-out frames use other simulation seeds
+and the cameras' own poses. Both are rendered once into ``--work-dir`` and reused.
 
 Targets: each vehicle box whose visibility is at least 0.3 and whose height is at least
 :data:`MIN_BOX_HEIGHT_PX` in the network input; smaller or more hidden boxes are *ignored*
@@ -90,14 +90,12 @@ class Sample:
     ignored: np.ndarray  # [M] bool
 
 
-
 def render_sets(work_dir: Path, config: TrainConfig, train_runs: list[Run] | None = None,
                 held_out_runs: list[Run] | None = None) -> tuple[list[Path], list[Path]]:
     """Render (once) the training and held-out frames; their directories."""
     from simpang.settings import Settings
-    from simulator.bundled import build_scenario
     from simulator.render import render_dataset
-    from simulator.simulate import ResolvedScenario, parse_time_of_day
+    from simulator.simulate import parse_time_of_day, resolve_scenario
 
     cache = Settings().data_dir / "scenarios"
 
@@ -105,9 +103,8 @@ def render_sets(work_dir: Path, config: TrainConfig, train_runs: list[Run] | Non
         out = work_dir / name
         if (out / "annotations.jsonl").exists():
             return out
-        built = build_scenario(run.scenario, cache,
-                               mix=RARE_CLASS_MIX if run.rare_classes else None)
-        resolved = ResolvedScenario(run.scenario, built.site(), built.site_file, built.sumocfg)
+        resolved = resolve_scenario(run.scenario, cache,
+                                    RARE_CLASS_MIX if run.rare_classes else None)
         render_dataset(resolved, out, frames=frames, work_dir=work_dir / "sumo" / name,
                        begin_s=parse_time_of_day(run.begin), seed=seed,
                        frame_interval_s=config.frame_interval_s, vary_poses=vary_poses)

@@ -8,7 +8,7 @@ Which scenario: a bundled one by name (built into the data directory) or any sit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from simpang.site import Site
 from simpang.site_file import load_site
+from simpang.vehicles import VehicleClass
 from simulator.bundled import build_scenario, scenario_names
 from simulator.stream_io import MessageSink, Pacer, StreamMessage
 from simulator.sumo_run import SumoRun
@@ -31,12 +32,16 @@ class ResolvedScenario:
     sumocfg: Path
 
 
-def resolve_scenario(scenario: str, cache_dir: Path) -> ResolvedScenario:
-    """A bundled scenario's name, or a site file with a ``simulation`` section."""
+def resolve_scenario(scenario: str, cache_dir: Path,
+                     mix: Mapping[VehicleClass, float] | None = None) -> ResolvedScenario:
+    """A bundled scenario's name (``mix``: see :func:`build_scenario`), or a site file with a
+    ``simulation`` section."""
     if scenario in scenario_names():
-        built = build_scenario(scenario, cache_dir)
+        built = build_scenario(scenario, cache_dir, mix)
         return ResolvedScenario(scenario, built.site(), built.site_file, built.sumocfg)
     site_file = Path(scenario)
+    if mix is not None:
+        raise SumoError(f"{scenario!r}: a vehicle mix applies to bundled scenarios only")
     if not site_file.exists():
         raise SumoError(
             f"{scenario!r} is neither a bundled scenario ({', '.join(scenario_names())}) "

@@ -20,8 +20,9 @@ from simulator.bundled import build_scenario
 from simulator.camera import CameraRig, Conditions, ground_centres
 from simulator.importer import import_sumocfg
 from simulator.signals import PlanSchedule, Signals, program_phases
+from simulator.simulate import resolve_scenario
 from simulator.sumo_run import DETECTOR_OUTPUT, SumoRun, read_outcomes
-from simulator.sumo_tools import game_scenario
+from simulator.sumo_tools import SumoError, game_scenario
 
 DAY = datetime(2026, 11, 23, tzinfo=ZoneInfo("Asia/Makassar"))
 SEVEN_AM = 7 * 3600
@@ -105,7 +106,6 @@ def test_demand_is_motorcycle_heavy_and_reproducible_by_seed(
     assert {"car", "bus", "truck", "motorcycle"} <= set(by_class)
 
 
-
 def test_a_vehicle_mix_override_builds_its_own_scenario_with_that_mix(
     scenario_cache: Path, tmp_path: Path
 ) -> None:
@@ -115,6 +115,9 @@ def test_a_vehicle_mix_override_builds_its_own_scenario_with_that_mix(
     mixed = build_scenario("four_arm", scenario_cache, mix=bicycles_and_buses)
     assert mixed.sumocfg.parent != own.sumocfg.parent
     assert build_scenario("four_arm", scenario_cache).sumocfg == own.sumocfg
+    assert resolve_scenario("four_arm", scenario_cache, bicycles_and_buses).sumocfg == mixed.sumocfg
+    with pytest.raises(SumoError, match="bundled scenarios only"):
+        resolve_scenario(str(own.site_file), scenario_cache, bicycles_and_buses)
     types = {t.get("id"): float(t.get("probability", "0"))
              for t in ET.parse(mixed.sumocfg.with_suffix(".rou.xml")).getroot().iter("vType")}
     assert types == {"motorcycle": 0.2, "bicycle": 0.4, "bus": 0.4}
