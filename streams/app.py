@@ -69,7 +69,7 @@ from streams.transport import (
     SimpangFaustApp,
     recovery_diagnostics,
 )
-from streams.watermarks import PartitionView, TickGate
+from streams.watermarks import Decision, PartitionView, TickGate
 
 log = logging.getLogger("simpang.streams")
 
@@ -304,11 +304,19 @@ def create_app(settings: Settings, site: Site, *, sink: PointSink | None = None,
             return None
         return views
 
+    last_decision: Decision | None = None
+
     @app.timer(interval=settings.windows.tick_interval_s)
     async def watermark_ticks() -> None:
+        nonlocal last_decision
         decision = tick_gate.decide(readings_partitions(), now_s=time.time())
+        if decision != last_decision:
+            # Transitions only: a hold is rare and worth seeing, the ticks themselves are not.
+            log.info("watermark ticks: %s%s", decision,
+                     f" (readings partitions {tick_gate.behind} behind)"
+                     if decision == "hold" else "")
+            last_decision = decision
         if decision == "hold":
-            log.debug("watermark ticks held: readings partitions %s behind", tick_gate.behind)
             return
         tick = TICK if decision == "advance" else RESTART_TICK
         for tp in app.assignor.assigned_actives():

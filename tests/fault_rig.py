@@ -408,22 +408,41 @@ class Outcome:
     duplicated: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    logs: dict[str, str] = field(default_factory=dict, repr=False)
+    """The workers' last log lines, kept when a window came out short or over."""
+
+    def report(self) -> str:
+        """Everything, untruncated (pytest shortens an object's repr in a failed assert)."""
+        lines = [f"sent {self.sent}, stored {self.stored}, lost {self.lost}, "
+                 f"duplicated {self.duplicated}", f"timings {self.timings_s}"]
+        lines += [f"{key}: {value}" for key, value in self.notes.items()]
+        for name, tail in self.logs.items():
+            lines += [f"--- {name}.log (last lines)", tail]
+        return "\n".join(lines)
 
 
 def finish(rig: Rig, feeder: Feeder, *, timeout_s: float = 90) -> Outcome:
     sent_total = feeder.stop()
+    waited_from = time.monotonic()
     rig.wait_stored(sent_total, timeout_s=timeout_s)
+    waited_s = time.monotonic() - waited_from
     sent, stored = rig.sent_by_window(feeder), rig.stored_by_window()
     assert sum(sent.values()) == sent_total
     late = [d for d in rig.dead_letters() if d["reason_code"] == "late"]
     short = sorted((key, n - stored[key]) for key, n in sent.items() if stored[key] < n)
-    return Outcome(
+    outcome = Outcome(
         sent=sent_total, stored=sum(stored.values()),
         lost=sum(missing for _, missing in short),
         duplicated=sum(max(0, n - sent[key]) for key, n in stored.items()),
         notes={"late_dead_letters": len(late), "resent_batches": feeder.resent_batches,
                "short_windows": short[:5], "worker_restarts": list(rig.restarts),
-               "last_window_end": max((end for _, end in sent), default=None)})
+               "last_window_end": max((end for _, end in sent), default=None),
+               "stored_wait_s": round(waited_s, 1),
+               "late_reasons": [(d.get("device_id"), d["reason"]) for d in late[:4]]})
+    if outcome.lost or outcome.duplicated:
+        outcome.logs = {path.stem: rig.log_tail(path.stem, 60)
+                        for path in sorted(rig.workdir.glob("*.log"))}
+    return outcome
 
 
 def influx_outage(rig: Rig, *, outage_s: float = 60, before_s: float = 5,
