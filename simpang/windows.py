@@ -10,8 +10,9 @@ Readings are labelled by the *end* of their measurement interval, so a reading s
 
 Watermark: per partition, the largest reading timestamp seen, advanced by the wall-clock time
 that has passed (Kafka message timestamps, so a replay gives the same result) since it last
-moved. A window [start, end) fires once the watermark reaches ``end + grace``; a reading for
-a window that has fired is *late* and is returned to the caller, never dropped silently.
+moved; only watermark ticks add that idle time, data moves it by its own timestamps. A
+window [start, end) fires once the watermark reaches ``end + grace``; a reading for a window
+that has fired is *late* and is returned to the caller, never dropped silently.
 
 Replays after a crash are applied once: every pane remembers the highest source offset it
 has absorbed per source partition, and each partition remembers the last source message it
@@ -269,7 +270,11 @@ class WindowedAggregator:
                 record["seq"] = seqs
             store[key] = record
         state["sources_done"][source] = batch.source_offset
-        out.metrics, expired = self._close(store, partition, state, arrival_ms)
+        # Data moves event time by its own stamps only. Idle time is the ticks' to add: they
+        # are held while readings wait upstream, and after an outage or a takeover the first
+        # data is often no newer than the watermark (another junction's reading of a second
+        # already seen), which would count the whole outage as idle.
+        out.metrics, expired = self._close(store, partition, state, state["wm_arrival_ms"])
         self._commit(store, partition, state, expired, out.metrics)
         return out
 

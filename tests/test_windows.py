@@ -364,6 +364,27 @@ def test_a_restart_tick_keeps_held_time_from_counting_as_idle() -> None:
     assert {(m.lane, total(m)) for m in fired} == {("n1", 2), (None, 2)}
 
 
+def test_data_after_an_outage_moves_event_time_by_its_stamps_only() -> None:
+    # A worker takes over from one that died after absorbing junction a's reading of
+    # 07:00:50 but not junction b's, stamped the same. b's arrives 40 s later, then a's
+    # backlog. Were the 40 s idle time, b's batch would close [07:00, 07:01) and a's backlog
+    # would be late; only a tick (held while readings wait upstream) adds idle time.
+    agg = aggregator("60", grace_s=5)
+    store: dict[str, Any] = {}
+    agg.on_batch(store, 0, batch(0, reading(T0 + 50 * SEC, interval_s=10, intersection="a")),
+                 arrival_ms=T0 + 50 * SEC)
+    out = agg.on_batch(store, 0, batch(1, reading(T0 + 50 * SEC, interval_s=10,
+                                                  intersection="b")),
+                       arrival_ms=T0 + 90 * SEC)
+    assert out.metrics == []
+    out = agg.on_batch(store, 0, batch(2, reading(T0 + MIN, interval_s=10, intersection="a")),
+                       arrival_ms=T0 + 90 * SEC + 100)
+    assert (out.late, out.metrics) == ([], [])
+    fired = agg.on_tick(store, 0, arrival_ms=T0 + 95 * SEC + 100).metrics
+    assert {(m.intersection, m.lane, total(m)) for m in fired} == {
+        ("a", "n1", 2), ("a", None, 2), ("b", "n1", 1), ("b", None, 1)}
+
+
 def test_closed_panes_are_dropped_from_store() -> None:
     # State must not grow without bound: once every window using a pane fired, it is gone.
     agg = aggregator("60")
