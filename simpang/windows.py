@@ -274,7 +274,7 @@ class WindowedAggregator:
         # are held while readings wait upstream, and after an outage or a takeover the first
         # data is often no newer than the watermark (another junction's reading of a second
         # already seen), which would count the whole outage as idle.
-        out.metrics, expired = self._close(store, partition, state, state["wm_arrival_ms"])
+        out.metrics, expired = self._close(store, partition, state, state["event_wm_ms"])
         self._commit(store, partition, state, expired, out.metrics)
         return out
 
@@ -288,7 +288,8 @@ class WindowedAggregator:
                 state["wm_arrival_ms"] = arrival_ms
                 store[self._state_key(partition)] = state
             return WindowOutput()
-        metrics, expired = self._close(store, partition, state, arrival_ms)
+        metrics, expired = self._close(store, partition, state,
+                                       self.watermark_ms(state, arrival_ms))
         if metrics or expired:
             self._commit(store, partition, state, expired, metrics)
         return WindowOutput(metrics=metrics)
@@ -328,11 +329,10 @@ class WindowedAggregator:
         return float(state["event_wm_ms"] + idle_ms)
 
     def _close(
-        self, store: Store, partition: int, state: dict[str, Any], arrival_ms: float
+        self, store: Store, partition: int, state: dict[str, Any], watermark: float | None
     ) -> tuple[list[ApproachMetrics], list[str]]:
         """Fire every window that ends by ``watermark − grace``; returns the metrics and the
         pane keys no open window needs any more."""
-        watermark = self.watermark_ms(state, arrival_ms)
         previous = state["closed_upto_ms"]
         if previous is None:
             previous = state.get("open_from_ms")

@@ -127,6 +127,7 @@ def test_a_vehicle_mix_override_builds_its_own_scenario_with_that_mix(
     assert set(by_class) <= {"motorcycle", "bicycle", "bus"}
     assert by_class["bicycle"] > by_class["motorcycle"]
 
+
 def test_applied_plans_are_what_sumo_runs(scenario_cache: Path, tmp_path: Path) -> None:
     import libsumo
 
