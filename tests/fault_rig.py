@@ -4,9 +4,11 @@
 A :class:`Rig` owns its own Tansu (memory, or durable on a local S3), InfluxDB 1.6 behind the
 v2-write forwarder, and ``simpang worker`` processes; it can stop, kill and restart each of
 them. A :class:`Feeder` plays a synthetic site's loop detectors in real time: every detector
-reports a 1-s reading each wall second (stamped with that second), one Kafka message per
-intersection keyed by it, as a signal controller or edge gateway would. A batch the broker
-did not acknowledge is sent again after a pause, as a device gateway would.
+reports a 1-s reading each wall second (stamped with that second, and with that second as its
+``seq``), one Kafka message per intersection keyed by it, as a signal controller or edge
+gateway would. A batch the broker did not acknowledge is sent again after a pause, as a device
+gateway would; the broker may have stored it all the same (an acknowledgement lost in a broker
+restart), and the ``seq`` is what lets the windows count such a re-send once.
 
 Accounting, the same in every scenario, window by window: *sent* is the readings the broker
 acknowledged per (junction, window end); *stored* is the ``readings`` field summed over the
@@ -60,9 +62,11 @@ WINDOW_S = 10
 
 
 def intersection_readings(n: int, second: int) -> list[dict[str, Any]]:
-    """Junction ``n``'s eight 1-s readings ending at ``second`` (Unix time)."""
+    """Junction ``n``'s eight 1-s readings ending at ``second`` (Unix time), each with the
+    second as its detector's sequence number."""
     stamp = datetime.fromtimestamp(second, UTC).isoformat()
     return [{"device_id": f"x{n:03d}-{a[0]}{k}", "kind": "loop", "ts": stamp, "interval_s": 1,
+             "seq": second,
              "counts": {"motorcycle": (second + n + k) % 3, "car": (second + k) % 2},
              "occupancy_pct": 10.0 + k, "speed_kmh": 30.0}
             for a in APPROACHES for k in (1, 2)]
@@ -303,6 +307,13 @@ class Rig:
             stored[(row["intersection"], int(row["time"] // 1_000_000_000))] += row["readings"]
         return stored
 
+    def readings_resent(self) -> int:
+        """Re-sent readings the windows left out, summed over the workers (each worker's
+        counter is its largest: it counts up from the worker's start)."""
+        rows = self.db.rows("SELECT max(readings_resent) AS n FROM pipeline_health "
+                            "GROUP BY worker")
+        return sum(int(row["n"] or 0) for row in rows)
+
     def sent_by_window(self, feeder: Feeder) -> Counter[tuple[str, int]]:
         """Readings the broker acknowledged per (intersection, window end): a reading ending
         at second s is in the window (end − size, end] labelled by its end."""
@@ -435,6 +446,7 @@ def finish(rig: Rig, feeder: Feeder, *, timeout_s: float = 90) -> Outcome:
         lost=sum(missing for _, missing in short),
         duplicated=sum(max(0, n - sent[key]) for key, n in stored.items()),
         notes={"late_dead_letters": len(late), "resent_batches": feeder.resent_batches,
+               "readings_resent_left_out": rig.readings_resent(),
                "short_windows": short[:5], "worker_restarts": list(rig.restarts),
                "last_window_end": max((end for _, end in sent), default=None),
                "stored_wait_s": round(waited_s, 1),
