@@ -5,7 +5,9 @@ Each camera of a simulated site looks at its approach as its :class:`~simpang.si
 says. The road (lanes, junction area, lane markings, stop lines) comes from the SUMO network
 and is drawn once per lighting; vehicles are boxes of their class's size and a per-vehicle
 colour, drawn far to near (a bicycle: two thin wheels and a frame under a box for its
-rider). Conditions: day, dusk, night (headlights, tail lights), rain (streaks, darker,
+rider; a bus: a deep windscreen, windows along its sides and an air-conditioning unit on its
+roof; a truck: a cab and, behind a dark gap, a cargo box of its own colour — a bus of
+12 × 2.5 × 3.2 m and a truck of 9 × 2.4 × 3.0 m are otherwise nearly the same box). Conditions: day, dusk, night (headlights, tail lights), rain (streaks, darker,
 softer), with sensor noise, blur and JPEG compression.
 
 Ground truth is geometric, not learnt: a box is the image extent of the vehicle's 3-D box;
@@ -49,6 +51,14 @@ BODY_COLOURS_BGR = np.array([
     [30, 120, 30], [200, 200, 60], [60, 60, 60], [20, 140, 220], [120, 40, 110],
 ], dtype=np.float64)
 BUS_COLOURS_BGR = np.array([[40, 140, 40], [200, 120, 20], [40, 40, 200]], dtype=np.float64)
+# Cargo boxes: white, aluminium, blue canvas, orange.
+CARGO_COLOURS_BGR = np.array([[225, 225, 220], [150, 150, 150], [120, 70, 40], [40, 120, 210]],
+                             dtype=np.float64)
+# Corner indices (box_corners: bottom front-left, front-right, rear-right, rear-left, then the
+# top four) of each face, clockwise as seen from outside the box.
+_TOP_FACE = [4, 5, 6, 7]
+# Side faces as (bottom front, bottom rear, top front, top rear), clockwise order aside.
+_SIDES = {"right": ((1, 2, 5, 6), [6, 5, 1, 2]), "left": ((0, 3, 4, 7), [4, 7, 3, 0])}
 
 
 @dataclass(frozen=True)
@@ -351,9 +361,16 @@ class VirtualCamera:
             # A dark windscreen band on the front face, just under the roof.
             front_top = pixels[[4, 5]]
             front_bottom = pixels[[0, 1]]
-            band = np.vstack([front_top, front_top[::-1] * 0.6 + front_bottom[::-1] * 0.4])
+            # A bus's windscreen reaches much lower than a car's or a truck cab's.
+            reach = 0.6 if vehicle.vehicle_class is VehicleClass.BUS else 0.4
+            band = np.vstack([front_top, front_top[::-1] * (1 - reach)
+                              + front_bottom[::-1] * reach])
             cv2.fillConvexPoly(image, np.round(band * 4).astype(np.int32), (40, 35, 30),
                                cv2.LINE_AA, shift=2)
+        if vehicle.vehicle_class is VehicleClass.BUS:
+            _draw_bus_windows(image, pixels, conditions.lighting)
+        elif vehicle.vehicle_class is VehicleClass.TRUCK:
+            _draw_cargo_box(image, pixels, _cargo_colour(vehicle) * dim)
         if conditions.lighting != "day":
             radius = max(1, round(60.0 / max(depth_m, 1.0)))
             front_lights = pixels[[0, 1]] * 0.8 + pixels[[4, 5]] * 0.2
@@ -463,6 +480,78 @@ def _draw_bicycle(image: NDArray[np.uint8], pixels: NDArray[np.float64],
     cv2.fillConvexPoly(image, rider, rider_bgr, cv2.LINE_AA, shift=2)
 
 
+def _signed_area(points: NDArray[np.float64]) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y)) / 2
+
+
+def _visible_sides(pixels: NDArray[np.float64]) -> list[tuple[int, int, int, int]]:
+    """The long sides of a box the camera sees: those wound the way its roof is (a pole
+    camera always sees the roof), each as (bottom front, bottom rear, top front, top rear)."""
+    roof = np.sign(_signed_area(pixels[_TOP_FACE]))
+    return [corners for corners, clockwise in _SIDES.values()
+            if np.sign(_signed_area(pixels[clockwise])) == roof]
+
+
+def _side_patch(pixels: NDArray[np.float64], side: tuple[int, int, int, int],
+                along: tuple[float, float], up: tuple[float, float]) -> NDArray[np.int32]:
+    """A quadrilateral on a side face: ``along`` from the front (0) to the rear (1), ``up``
+    from the bottom (0) to the top (1), as quarter-pixel points for ``shift=2``."""
+    bottom_front, bottom_rear, top_front, top_rear = (pixels[i] for i in side)
+
+    def at(a: float, u: float) -> NDArray[np.float64]:
+        bottom = bottom_front * (1 - a) + bottom_rear * a
+        top = top_front * (1 - a) + top_rear * a
+        return bottom * (1 - u) + top * u
+
+    corners = [at(along[0], up[0]), at(along[1], up[0]), at(along[1], up[1]),
+               at(along[0], up[1])]
+    return np.round(np.array(corners) * 4).astype(np.int32)
+
+
+def _draw_bus_windows(image: NDArray[np.uint8], pixels: NDArray[np.float64],
+                      lighting: str) -> None:
+    """A bus's band of side windows along the whole body, lit from inside after dark, and
+    the air-conditioning unit on its roof: what tells a bus from a box truck of nearly its
+    size and colour."""
+    glass = (40, 35, 30) if lighting == "day" else (70, 150, 190)
+    for side in _visible_sides(pixels):
+        cv2.fillConvexPoly(image, _side_patch(pixels, side, (0.05, 0.95), (0.5, 0.85)), glass,
+                           cv2.LINE_AA, shift=2)
+    # The roof's air-conditioning unit, pale against the body.
+    roof_left, roof_right = pixels[[4, 7]], pixels[[5, 6]]
+    dim = {"day": 1.0, "dusk": 0.65, "night": 0.3}[lighting]
+    unit = []
+    for a, side in ((0.3, 0.2), (0.3, 0.8), (0.55, 0.8), (0.55, 0.2)):
+        left = roof_left[0] * (1 - a) + roof_left[1] * a
+        right = roof_right[0] * (1 - a) + roof_right[1] * a
+        unit.append(left * (1 - side) + right * side)
+    cv2.fillConvexPoly(image, np.round(np.array(unit) * 4).astype(np.int32),
+                       tuple(int(210 * dim) for _ in range(3)), cv2.LINE_AA, shift=2)
+
+
+def _draw_cargo_box(image: NDArray[np.uint8], pixels: NDArray[np.float64],
+                    cargo_bgr: NDArray[np.float64]) -> None:
+    """A truck's cargo box behind its cab, in its own colour, with a dark gap between the
+    two on the sides and the roof."""
+    cargo = tuple(int(c) for c in cargo_bgr)
+    gap = (25, 25, 25)
+    roof_front, roof_rear = pixels[[4, 5]], pixels[[7, 6]]
+
+    def roof(a: float) -> NDArray[np.float64]:
+        return roof_front * (1 - a) + roof_rear * a
+
+    for side in _visible_sides(pixels):
+        cv2.fillConvexPoly(image, _side_patch(pixels, side, (0.3, 1.0), (0.12, 1.0)), cargo,
+                           cv2.LINE_AA, shift=2)
+        cv2.fillConvexPoly(image, _side_patch(pixels, side, (0.25, 0.3), (0.12, 1.0)), gap,
+                           cv2.LINE_AA, shift=2)
+    for (start, end), colour in (((0.3, 1.0), cargo), ((0.25, 0.3), gap)):
+        quad = np.vstack([roof(start), roof(end)[::-1]])
+        cv2.fillConvexPoly(image, np.round(quad * 4).astype(np.int32), colour, cv2.LINE_AA,
+                           shift=2)
+
+
 def _fixed_point(point: NDArray[np.float64]) -> tuple[int, int]:
     """A pixel position for OpenCV drawing with ``shift=2`` (quarter pixels)."""
     return round(float(point[0]) * 4), round(float(point[1]) * 4)
@@ -473,6 +562,11 @@ def _body_colour(vehicle: VehicleState) -> NDArray[np.float64]:
     if vehicle.vehicle_class is VehicleClass.BUS:
         return BUS_COLOURS_BGR[digest % len(BUS_COLOURS_BGR)]
     return BODY_COLOURS_BGR[digest % len(BODY_COLOURS_BGR)]
+
+
+def _cargo_colour(vehicle: VehicleState) -> NDArray[np.float64]:
+    digest = sum(ord(c) * 37 ** i for i, c in enumerate(vehicle.vehicle_id[-8:]))
+    return CARGO_COLOURS_BGR[digest % len(CARGO_COLOURS_BGR)]
 
 
 def build_cameras(site: Site, net_file: Path) -> list[tuple[Intersection, VirtualCamera]]:
