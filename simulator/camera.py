@@ -7,8 +7,9 @@ and is drawn once per lighting; vehicles are boxes of their class's size and a p
 colour, drawn far to near (a bicycle: two thin wheels and a frame under a box for its
 rider; a bus: a deep windscreen, windows along its sides and an air-conditioning unit on its
 roof; a truck: a cab and, behind a dark gap, a cargo box of its own colour — a bus of
-12 × 2.5 × 3.2 m and a truck of 9 × 2.4 × 3.0 m are otherwise nearly the same box). Conditions: day, dusk, night (headlights, tail lights), rain (streaks, darker,
-softer), with sensor noise, blur and JPEG compression.
+12 × 2.5 × 3.2 m and a truck of 9 × 2.4 × 3.0 m are otherwise nearly the same box).
+Conditions: day, dusk, night (headlights, tail lights), rain (streaks, darker, softer), with
+sensor noise, blur and JPEG compression.
 
 Ground truth is geometric, not learnt: a box is the image extent of the vehicle's 3-D box;
 ``visibility`` is the share of it not hidden by nearer vehicles; a crossing is the middle of
@@ -368,7 +369,7 @@ class VirtualCamera:
             cv2.fillConvexPoly(image, np.round(band * 4).astype(np.int32), (40, 35, 30),
                                cv2.LINE_AA, shift=2)
         if vehicle.vehicle_class is VehicleClass.BUS:
-            _draw_bus_windows(image, pixels, conditions.lighting)
+            _draw_bus_windows(image, pixels, conditions.lighting, dim)
         elif vehicle.vehicle_class is VehicleClass.TRUCK:
             _draw_cargo_box(image, pixels, _cargo_colour(vehicle) * dim)
         if conditions.lighting != "day":
@@ -510,7 +511,7 @@ def _side_patch(pixels: NDArray[np.float64], side: tuple[int, int, int, int],
 
 
 def _draw_bus_windows(image: NDArray[np.uint8], pixels: NDArray[np.float64],
-                      lighting: str) -> None:
+                      lighting: str, dim: float) -> None:
     """A bus's band of side windows along the whole body, lit from inside after dark, and
     the air-conditioning unit on its roof: what tells a bus from a box truck of nearly its
     size and colour."""
@@ -520,7 +521,6 @@ def _draw_bus_windows(image: NDArray[np.uint8], pixels: NDArray[np.float64],
                            cv2.LINE_AA, shift=2)
     # The roof's air-conditioning unit, pale against the body.
     roof_left, roof_right = pixels[[4, 7]], pixels[[5, 6]]
-    dim = {"day": 1.0, "dusk": 0.65, "night": 0.3}[lighting]
     unit = []
     for a, side in ((0.3, 0.2), (0.3, 0.8), (0.55, 0.8), (0.55, 0.2)):
         left = roof_left[0] * (1 - a) + roof_left[1] * a
