@@ -522,10 +522,10 @@ def _draw_bus_windows(image: NDArray[np.uint8], pixels: NDArray[np.float64],
     # The roof's air-conditioning unit, pale against the body.
     roof_left, roof_right = pixels[[4, 7]], pixels[[5, 6]]
     unit = []
-    for a, side in ((0.3, 0.2), (0.3, 0.8), (0.55, 0.8), (0.55, 0.2)):
-        left = roof_left[0] * (1 - a) + roof_left[1] * a
-        right = roof_right[0] * (1 - a) + roof_right[1] * a
-        unit.append(left * (1 - side) + right * side)
+    for along, across in ((0.3, 0.2), (0.3, 0.8), (0.55, 0.8), (0.55, 0.2)):
+        left = roof_left[0] * (1 - along) + roof_left[1] * along
+        right = roof_right[0] * (1 - along) + roof_right[1] * along
+        unit.append(left * (1 - across) + right * across)
     cv2.fillConvexPoly(image, np.round(np.array(unit) * 4).astype(np.int32),
                        tuple(int(210 * dim) for _ in range(3)), cv2.LINE_AA, shift=2)
 
