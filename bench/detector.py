@@ -356,6 +356,10 @@ def main() -> None:
     print(f"true crossings by class: {dict(Counter(k[2] for k in tally.truth.elements()))}, "
           f"counted: {dict(Counter(k[2] for k in tally.onnx.elements()))}")
     print(f"per scene and class: {json.dumps(per_scene_class)}")
+    # A class's figure inside one scene often rests on a handful of crossings.
+    true_by_scene_class = {s.name: dict(Counter(k[2] for k in tally.truth.elements()
+                                                if k[0] == s.name)) for s in scenes}
+    print(f"true crossings per scene and class: {json.dumps(true_by_scene_class)}")
     by_camera: dict[str, Counter[tuple[str, ...]]] = {"truth": Counter(), "onnx": Counter()}
     for name, counted in (("truth", tally.truth), ("onnx", tally.onnx)):
         for (scene, line, vehicle_class, direction), count in counted.items():
