@@ -60,6 +60,9 @@ CARGO_COLOURS_BGR = np.array([[225, 225, 220], [150, 150, 150], [120, 70, 40], [
 _TOP_FACE = [4, 5, 6, 7]
 # Side faces as (bottom front, bottom rear, top front, top rear), clockwise order aside.
 _SIDES = {"right": ((1, 2, 5, 6), [6, 5, 1, 2]), "left": ((0, 3, 4, 7), [4, 7, 3, 0])}
+# The roof in the same form, its left edge as "bottom" and its right edge as "top", so
+# _side_patch's ``up`` runs across it.
+_ROOF = (4, 7, 5, 6)
 
 
 @dataclass(frozen=True)
@@ -496,8 +499,9 @@ def _visible_sides(pixels: NDArray[np.float64]) -> list[tuple[int, int, int, int
 
 def _side_patch(pixels: NDArray[np.float64], side: tuple[int, int, int, int],
                 along: tuple[float, float], up: tuple[float, float]) -> NDArray[np.int32]:
-    """A quadrilateral on a side face: ``along`` from the front (0) to the rear (1), ``up``
-    from the bottom (0) to the top (1), as quarter-pixel points for ``shift=2``."""
+    """A quadrilateral on a side face (or on the roof, ``_ROOF``): ``along`` from the front
+    (0) to the rear (1), ``up`` from the bottom (0) to the top (1), as quarter-pixel points for
+    ``shift=2``."""
     bottom_front, bottom_rear, top_front, top_rear = (pixels[i] for i in side)
 
     def at(a: float, u: float) -> NDArray[np.float64]:
@@ -520,13 +524,7 @@ def _draw_bus_windows(image: NDArray[np.uint8], pixels: NDArray[np.float64],
         cv2.fillConvexPoly(image, _side_patch(pixels, side, (0.05, 0.95), (0.5, 0.85)), glass,
                            cv2.LINE_AA, shift=2)
     # The roof's air-conditioning unit, pale against the body.
-    roof_left, roof_right = pixels[[4, 7]], pixels[[5, 6]]
-    unit = []
-    for along, across in ((0.3, 0.2), (0.3, 0.8), (0.55, 0.8), (0.55, 0.2)):
-        left = roof_left[0] * (1 - along) + roof_left[1] * along
-        right = roof_right[0] * (1 - along) + roof_right[1] * along
-        unit.append(left * (1 - across) + right * across)
-    cv2.fillConvexPoly(image, np.round(np.array(unit) * 4).astype(np.int32),
+    cv2.fillConvexPoly(image, _side_patch(pixels, _ROOF, (0.3, 0.55), (0.2, 0.8)),
                        tuple(int(210 * dim) for _ in range(3)), cv2.LINE_AA, shift=2)
 
 
@@ -536,20 +534,14 @@ def _draw_cargo_box(image: NDArray[np.uint8], pixels: NDArray[np.float64],
     two on the sides and the roof."""
     cargo = tuple(int(c) for c in cargo_bgr)
     gap = (25, 25, 25)
-    roof_front, roof_rear = pixels[[4, 5]], pixels[[7, 6]]
-
-    def roof(a: float) -> NDArray[np.float64]:
-        return roof_front * (1 - a) + roof_rear * a
-
     for side in _visible_sides(pixels):
         cv2.fillConvexPoly(image, _side_patch(pixels, side, (0.3, 1.0), (0.12, 1.0)), cargo,
                            cv2.LINE_AA, shift=2)
         cv2.fillConvexPoly(image, _side_patch(pixels, side, (0.25, 0.3), (0.12, 1.0)), gap,
                            cv2.LINE_AA, shift=2)
-    for (start, end), colour in (((0.3, 1.0), cargo), ((0.25, 0.3), gap)):
-        quad = np.vstack([roof(start), roof(end)[::-1]])
-        cv2.fillConvexPoly(image, np.round(quad * 4).astype(np.int32), colour, cv2.LINE_AA,
-                           shift=2)
+    for along, colour in (((0.3, 1.0), cargo), ((0.25, 0.3), gap)):
+        cv2.fillConvexPoly(image, _side_patch(pixels, _ROOF, along, (0.0, 1.0)), colour,
+                           cv2.LINE_AA, shift=2)
 
 
 def _fixed_point(point: NDArray[np.float64]) -> tuple[int, int]:
